@@ -1,0 +1,48 @@
+"""Options shared by the benchmark suites: sizes, batch and device.
+
+Run with ``pytest benchmarks``; pass ``--benchmark-json out.json`` and ``python benchmarks/summarize.py out.json``
+for the ratio table kept in ``docs/benchmarks.md``. During the test run (``--benchmark-disable``) every
+benchmark runs once as a smoke test.
+"""
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("structlin benchmarks")
+    group.addoption("--sizes", default="256,1024,4096,16384", help="comma-separated transform lengths N")
+    group.addoption("--batch", type=int, default=128, help="rows per call")
+    group.addoption("--device", default="cpu", help="cpu or cuda")
+
+
+def pytest_generate_tests(metafunc):
+    if "n" in metafunc.fixturenames:
+        sizes = [int(s) for s in metafunc.config.getoption("--sizes").split(",")]
+        metafunc.parametrize("n", sizes)
+
+
+@pytest.fixture(scope="session")
+def batch(request):
+    return request.config.getoption("--batch")
+
+
+@pytest.fixture(scope="session")
+def bench_device(request):
+    device = torch.device(request.config.getoption("--device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda given but CUDA is not available")
+    return device
+
+
+@pytest.fixture
+def timed(benchmark, bench_device):
+    """``timed(group, fn)``: benchmark ``fn`` in ``group``, synchronizing CUDA so the time is the kernel's."""
+
+    def run(group, fn):
+        benchmark.group = group
+        if bench_device.type == "cuda":
+            return benchmark(lambda: (fn(), torch.cuda.synchronize()))
+        return benchmark(fn)
+
+    return run

@@ -1,0 +1,664 @@
+/*
+ * kernels.c -- native CPU kernels for structlin.
+ *
+ *   - O(N) passes of the DCT-II / DCT-III computed with one real FFT
+ *     (Makhoul 1980); torch.fft.rfft / irfft do the FFT itself.
+ *   - In-place fast Walsh-Hadamard transform (natural / Sylvester order).
+ *
+ * Plain C99 + GCC/Clang vector extensions; no Python or torch headers.
+ * Build: cc -O3 -march=native -fPIC -shared -pthread kernels.c -o libx.so
+ * (also correct with plain -O2 on any x86-64 / aarch64 gcc or clang).
+ *
+ * Layout: every array is contiguous row-major, `rows` rows of length n.
+ * m = n/2 + 1 is the number of rfft bins; complex arrays are interleaved
+ * (re, im) with shape (rows, m, 2).  Outputs must not alias inputs
+ * (except sl_fwht_*, which works in place).
+ *
+ * The type-generic part (between SL_GENERIC markers) is compiled twice, for
+ * float (_f32) and double (_f64), by including this file into itself; keep
+ * the file name "kernels.c".
+ */
+#ifndef SL_GENERIC
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SL_ABI_VERSION 1
+
+/* ---------------------------------------------------------------------- */
+/* Tunables                                                                */
+
+/* Below this many elements (rows*n) a kernel runs on the calling thread. */
+#ifndef SL_PAR_MIN_ELEMS
+#define SL_PAR_MIN_ELEMS (1 << 16)
+#endif
+/* Each thread gets at least this many elements. */
+#ifndef SL_PAR_GRAIN
+#define SL_PAR_GRAIN (1 << 14)
+#endif
+/* FWHT rows up to this many bytes are transformed entirely in L1. */
+#ifndef SL_FWHT_L1_BYTES
+#define SL_FWHT_L1_BYTES 16384
+#endif
+/* Scratch size for the cross-chunk stages of long FWHT rows. */
+#ifndef SL_FWHT_BUF_BYTES
+#define SL_FWHT_BUF_BYTES 16384
+#endif
+
+/* Vector width in bytes used by the FWHT. */
+#ifndef SL_VBYTES
+#if defined(__AVX512F__)
+#define SL_VBYTES 64
+#elif defined(__AVX__)
+#define SL_VBYTES 32
+#else
+#define SL_VBYTES 16
+#endif
+#endif
+
+/* Largest radix of one in-register pass (16 needs ~32 vector registers). */
+#ifndef SL_RMAX
+#if SL_VBYTES >= 64 || defined(__aarch64__)
+#define SL_RMAX 16
+#else
+#define SL_RMAX 8
+#endif
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SL_INLINE static inline __attribute__((always_inline))
+#define SL_NOINLINE static __attribute__((noinline))
+#define SL_EXPORT __attribute__((visibility("default")))
+#else
+#error "kernels.c needs GCC or Clang (vector extensions)"
+#endif
+
+#if defined(__clang__)
+#define SL_UNROLL _Pragma("unroll")
+#define SL_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#else
+#define SL_UNROLL _Pragma("GCC unroll 16")
+#define SL_IVDEP _Pragma("GCC ivdep")
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* Vector types                                                            */
+
+typedef float sl_vf __attribute__((vector_size(SL_VBYTES)));
+typedef double sl_vd __attribute__((vector_size(SL_VBYTES)));
+typedef int32_t sl_vfi __attribute__((vector_size(SL_VBYTES)));
+typedef int64_t sl_vdi __attribute__((vector_size(SL_VBYTES)));
+/* unaligned, aliasing-safe views for loads/stores */
+typedef float sl_vf_u __attribute__((vector_size(SL_VBYTES), aligned(4), may_alias));
+typedef double sl_vd_u __attribute__((vector_size(SL_VBYTES), aligned(8), may_alias));
+
+#define SL_WF (SL_VBYTES / 4)
+#define SL_WD (SL_VBYTES / 8)
+
+/* Lane lists: F(lane, h) for each lane of a 2/4/8/16-lane vector. */
+#define SL_L2(F, h) F(0, h), F(1, h)
+#define SL_L4(F, h) SL_L2(F, h), F(2, h), F(3, h)
+#define SL_L8(F, h) SL_L4(F, h), F(4, h), F(5, h), F(6, h), F(7, h)
+#define SL_L16(F, h) \
+    SL_L8(F, h), F(8, h), F(9, h), F(10, h), F(11, h), F(12, h), F(13, h), F(14, h), F(15, h)
+#if SL_VBYTES == 64
+#define SL_LF SL_L16
+#define SL_LD SL_L8
+#elif SL_VBYTES == 32
+#define SL_LF SL_L8
+#define SL_LD SL_L4
+#elif SL_VBYTES == 16
+#define SL_LF SL_L4
+#define SL_LD SL_L2
+#else
+#error "SL_VBYTES must be 16, 32 or 64"
+#endif
+
+/* Lane permutation i -> i^h (index kept in range for unused h >= W). */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define SL_PERM(v, vi, idx) __builtin_shufflevector(v, v, idx)
+#else
+#define SL_PERM(v, vi, idx) __builtin_shuffle(v, (vi){idx})
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* Minimal fork-join over pthreads                                         */
+
+typedef void (*sl_task_fn)(void *ctx, int64_t i0, int64_t i1);
+
+typedef struct {
+    sl_task_fn fn;
+    void *ctx;
+    int64_t i0, i1;
+} sl_job;
+
+static void *sl_job_run(void *arg) {
+    sl_job *j = (sl_job *)arg;
+    j->fn(j->ctx, j->i0, j->i1);
+    return NULL;
+}
+
+#define SL_MAX_THREADS 256
+
+/* Threads worth using for `elems` elements split into `items` pieces. */
+static int sl_nthreads(int nthreads, int64_t elems, int64_t items) {
+    if (nthreads <= 1 || elems < SL_PAR_MIN_ELEMS || items <= 1) return 1;
+    int64_t t = elems / SL_PAR_GRAIN;
+    if (t > nthreads) t = nthreads;
+    if (t > items) t = items;
+    if (t > SL_MAX_THREADS) t = SL_MAX_THREADS;
+    return t < 1 ? 1 : (int)t;
+}
+
+/* Run fn over [0, items) split into nt contiguous ranges; the caller's
+ * thread takes the first range.  Falls back to inline on pthread failure. */
+static void sl_parallel(sl_task_fn fn, void *ctx, int64_t items, int nt) {
+    if (nt <= 1 || items <= 1) {
+        if (items > 0) fn(ctx, 0, items);
+        return;
+    }
+    if (nt > items) nt = (int)items;
+    sl_job jobs[SL_MAX_THREADS];
+    pthread_t tid[SL_MAX_THREADS];
+    int started[SL_MAX_THREADS];
+    for (int t = 0; t < nt; t++) {
+        jobs[t].fn = fn;
+        jobs[t].ctx = ctx;
+        jobs[t].i0 = items * t / nt;
+        jobs[t].i1 = items * (t + 1) / nt;
+    }
+    for (int t = 1; t < nt; t++)
+        started[t] = pthread_create(&tid[t], NULL, sl_job_run, &jobs[t]) == 0;
+    fn(ctx, jobs[0].i0, jobs[0].i1);
+    for (int t = 1; t < nt; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            fn(ctx, jobs[t].i0, jobs[t].i1);
+    }
+}
+
+/* Work items for the element-wise DCT kernels: (row, part) pairs, where a
+ * row's index range [0, K) is split into `parts` pieces when there are too
+ * few rows to keep the threads busy. */
+typedef struct {
+    const void *in, *a, *b;
+    void *out;
+    int64_t rows, n, parts;
+} sl_dct_ctx;
+
+static int64_t sl_dct_parts(int64_t rows, int64_t n, int nthreads) {
+    if (nthreads <= 1 || rows >= 2 * (int64_t)nthreads) return 1;
+    int64_t p = (2 * (int64_t)nthreads + rows - 1) / rows;
+    int64_t pmax = n / 4096; /* keep each part >= ~4K elements */
+    if (p > pmax) p = pmax;
+    return p < 1 ? 1 : p;
+}
+
+#define SL_PART_RANGE(item, parts, K, r, k0, k1) \
+    int64_t r = (item) / (parts), p_ = (item) % (parts); \
+    int64_t k0 = (K) * p_ / (parts), k1 = (K) * (p_ + 1) / (parts)
+
+SL_EXPORT int sl_abi_version(void) { return SL_ABI_VERSION; }
+
+/* ---------------------------------------------------------------------- */
+/* Instantiate the generic part for float and double.                     */
+
+#define SL_GENERIC
+#define T float
+#define V sl_vf
+#define VU sl_vf_u
+#define VI sl_vfi
+#define W SL_WF
+#define LANES SL_LF
+#define SFX(name) name##_f32
+#include "kernels.c"
+#undef T
+#undef V
+#undef VU
+#undef VI
+#undef W
+#undef LANES
+#undef SFX
+
+#define T double
+#define V sl_vd
+#define VU sl_vd_u
+#define VI sl_vdi
+#define W SL_WD
+#define LANES SL_LD
+#define SFX(name) name##_f64
+#include "kernels.c"
+#undef T
+#undef V
+#undef VU
+#undef VI
+#undef W
+#undef LANES
+#undef SFX
+#undef SL_GENERIC
+
+#else /* ===================== SL_GENERIC: T, V, VU, VI, W, LANES, SFX ============ */
+
+/* ---------------------------------------------------------------------- */
+/* DCT reorder:  v[i] = x[2i] (i < ceil(n/2)),  v[n-1-i] = x[2i+1]          */
+/*               (i < floor(n/2));  i.e. v = [x0, x2, x4, ..., x5, x3, x1]. */
+
+static void SFX(reorder_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_dct_ctx *c = (const sl_dct_ctx *)c_;
+    const int64_t n = c->n, K = (n + 1) / 2, h = n / 2;
+    for (int64_t it = i0; it < i1; it++) {
+        SL_PART_RANGE(it, c->parts, K, r, k0, k1);
+        const T *restrict x = (const T *)c->in + r * n;
+        T *restrict v = (T *)c->out + r * n;
+        int64_t e = k1 < h ? k1 : h;
+        SL_IVDEP
+        for (int64_t i = k0; i < e; i++) {
+            v[i] = x[2 * i];
+            v[n - 1 - i] = x[2 * i + 1];
+        }
+        if ((n & 1) && k0 <= h && h < k1) v[h] = x[n - 1];
+    }
+}
+
+/* DCT unreorder: the inverse permutation, x[2i] = v[i], x[2i+1] = v[n-1-i]. */
+static void SFX(unreorder_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_dct_ctx *c = (const sl_dct_ctx *)c_;
+    const int64_t n = c->n, K = (n + 1) / 2, h = n / 2;
+    for (int64_t it = i0; it < i1; it++) {
+        SL_PART_RANGE(it, c->parts, K, r, k0, k1);
+        const T *restrict v = (const T *)c->in + r * n;
+        T *restrict x = (T *)c->out + r * n;
+        int64_t e = k1 < h ? k1 : h;
+        SL_IVDEP
+        for (int64_t i = k0; i < e; i++) {
+            x[2 * i] = v[i];
+            x[2 * i + 1] = v[n - 1 - i];
+        }
+        if ((n & 1) && k0 <= h && h < k1) x[n - 1] = v[h];
+    }
+}
+
+/* DCT-II post-twiddle, z = rfft(reorder(x)), k = 0..n/2:
+ *   out[k]   = a[k] Re z_k + b[k] Im z_k
+ *   out[n-k] = b[k] Re z_k - a[k] Im z_k      (1 <= k < n-k)
+ * With a = 2cos(pi k/2n), b = 2sin(pi k/2n): out = scipy dct type 2. */
+static void SFX(post_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_dct_ctx *c = (const sl_dct_ctx *)c_;
+    const int64_t n = c->n, m = n / 2 + 1, kp = (n + 1) / 2; /* pairs: 1..kp-1 */
+    const T *restrict a = (const T *)c->a, *restrict b = (const T *)c->b;
+    for (int64_t it = i0; it < i1; it++) {
+        SL_PART_RANGE(it, c->parts, m, r, k0, k1);
+        const T *restrict z = (const T *)c->in + r * 2 * m;
+        T *restrict out = (T *)c->out + r * n;
+        if (k0 == 0) {
+            out[0] = a[0] * z[0] + b[0] * z[1];
+            k0 = 1;
+        }
+        int64_t e = k1 < kp ? k1 : kp;
+        SL_IVDEP
+        for (int64_t k = k0; k < e; k++) {
+            T re = z[2 * k], im = z[2 * k + 1];
+            out[k] = a[k] * re + b[k] * im;
+            out[n - k] = b[k] * re - a[k] * im;
+        }
+        if (!(n & 1) && n >= 2 && k0 <= n / 2 && n / 2 < k1) {
+            int64_t k = n / 2;
+            out[k] = a[k] * z[2 * k] + b[k] * z[2 * k + 1];
+        }
+    }
+}
+
+/* DCT-III pre-twiddle (transpose of the above), k = 0..n/2:
+ *   Y = 0 (k = 0), X[n-k] (1 <= k <= n/2; X[n/2] itself when 2k = n)
+ *   Re z_k = a[k] X[k] + b[k] Y,   Im z_k = b[k] X[k] - a[k] Y
+ * With a = cos(pi k/2n)/2, b = sin(pi k/2n)/2:
+ *   unreorder(irfft(z, n)) = scipy idct type 2 (norm=None). */
+static void SFX(ipre_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_dct_ctx *c = (const sl_dct_ctx *)c_;
+    const int64_t n = c->n, m = n / 2 + 1, kp = (n + 1) / 2;
+    const T *restrict a = (const T *)c->a, *restrict b = (const T *)c->b;
+    for (int64_t it = i0; it < i1; it++) {
+        SL_PART_RANGE(it, c->parts, m, r, k0, k1);
+        const T *restrict X = (const T *)c->in + r * n;
+        T *restrict z = (T *)c->out + r * 2 * m;
+        if (k0 == 0) {
+            z[0] = a[0] * X[0];
+            z[1] = b[0] * X[0];
+            k0 = 1;
+        }
+        int64_t e = k1 < kp ? k1 : kp;
+        SL_IVDEP
+        for (int64_t k = k0; k < e; k++) {
+            T xk = X[k], y = X[n - k];
+            z[2 * k] = a[k] * xk + b[k] * y;
+            z[2 * k + 1] = b[k] * xk - a[k] * y;
+        }
+        if (!(n & 1) && n >= 2 && k0 <= n / 2 && n / 2 < k1) {
+            int64_t k = n / 2;
+            T xk = X[k];
+            z[2 * k] = a[k] * xk + b[k] * xk;
+            z[2 * k + 1] = b[k] * xk - a[k] * xk;
+        }
+    }
+}
+
+static void SFX(dct_run)(sl_task_fn fn, const void *in, const void *a, const void *b,
+                         void *out, int64_t rows, int64_t n, int64_t K, int nthreads) {
+    if (rows <= 0 || n <= 0) return;
+    sl_dct_ctx c = {in, a, b, out, rows, n, sl_dct_parts(rows, K, nthreads)};
+    int64_t items = rows * c.parts;
+    sl_parallel(fn, &c, items, sl_nthreads(nthreads, rows * n, items));
+}
+
+SL_EXPORT void SFX(sl_dct_reorder)(const T *x, T *v, int64_t rows, int64_t n, int nthreads) {
+    SFX(dct_run)(SFX(reorder_task), x, NULL, NULL, v, rows, n, (n + 1) / 2, nthreads);
+}
+
+SL_EXPORT void SFX(sl_dct_unreorder)(const T *v, T *x, int64_t rows, int64_t n, int nthreads) {
+    SFX(dct_run)(SFX(unreorder_task), v, NULL, NULL, x, rows, n, (n + 1) / 2, nthreads);
+}
+
+SL_EXPORT void SFX(sl_dct_post)(const T *z, const T *a, const T *b, T *out, int64_t rows,
+                                int64_t n, int nthreads) {
+    SFX(dct_run)(SFX(post_task), z, a, b, out, rows, n, n / 2 + 1, nthreads);
+}
+
+SL_EXPORT void SFX(sl_idct_pre)(const T *X, const T *a, const T *b, T *z, int64_t rows,
+                                int64_t n, int nthreads) {
+    SFX(dct_run)(SFX(ipre_task), X, a, b, z, rows, n, n / 2 + 1, nthreads);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Fast Walsh-Hadamard transform                                           */
+/*                                                                          */
+/* y = scale * H_n x per row, H_{2n} = [[H, H], [H, -H]] (Sylvester order). */
+/* Stage with stride h: (x_i, x_{i+h}) <- (x_i + x_{i+h}, x_i - x_{i+h})    */
+/* for every i with (i & h) == 0.  Strides h < W live inside one vector     */
+/* (lane permute + fma with a +-1 sign vector); larger strides are          */
+/* butterflies between whole vectors, up to log2(SL_RMAX) stages per pass   */
+/* over memory.  Rows up to SL_FWHT_L1_BYTES are done in L1; longer rows are */
+/* cut into such chunks, then the remaining (cross-chunk) stages are done on */
+/* column strips gathered into a small contiguous buffer.                   */
+
+#define SFX_IDX(i, h) (((i) ^ (h)) & (W - 1))
+#define SFX_SGN(i, h) ((i) & (h) ? (T)-1 : (T)1)
+
+SL_INLINE V SFX(ld)(const T *p) { return *(const VU *)p; }
+SL_INLINE void SFX(st)(T *p, V v) { *(VU *)p = v; }
+
+/* In-vector stage with lane stride h (h < W): x_i <- x_{i^h} +- x_i. */
+#define SFX_LSTAGE(x, h) \
+    ((x) * (V){LANES(SFX_SGN, h)} + SL_PERM(x, VI, LANES(SFX_IDX, h)))
+
+/* All in-vector stages with lane stride < lim (lim <= W). */
+SL_INLINE V SFX(lanes)(V x, int lim) {
+    if (W > 1 && lim > 1) x = SFX_LSTAGE(x, 1);
+    if (W > 2 && lim > 2) x = SFX_LSTAGE(x, 2);
+    if (W > 4 && lim > 4) x = SFX_LSTAGE(x, 4);
+    if (W > 8 && lim > 8) x = SFX_LSTAGE(x, 8);
+    return x;
+}
+
+/* Full size-r WHT across r vectors held in registers. */
+SL_INLINE void SFX(bfly)(V *v, const int r) {
+    SL_UNROLL
+    for (int h = 1; h < 16; h <<= 1) {
+        if (h >= r) break;
+        SL_UNROLL
+        for (int i = 0; i < 16; i++) {
+            if (i + h >= r || (i & h)) continue;
+            V p = v[i], q = v[i + h];
+            v[i] = p + q;
+            v[i + h] = p - q;
+        }
+    }
+}
+
+/* First pass: blocks of r contiguous vectors; in-vector stages then a
+ * radix-r step: covers strides 1 .. r*W/2. */
+SL_INLINE void SFX(pass0_r)(T *x, int64_t nv, const int r, T scale, const int scl) {
+    const V s = (V){0} + scale;
+    for (int64_t j = 0; j < nv; j += r) {
+        T *p = x + j * W;
+        V v[16];
+        SL_UNROLL
+        for (int i = 0; i < r; i++) v[i] = SFX(lanes)(SFX(ld)(p + i * W), W);
+        SFX(bfly)(v, r);
+        SL_UNROLL
+        for (int i = 0; i < r; i++) SFX(st)(p + i * W, scl ? v[i] * s : v[i]);
+    }
+}
+
+/* Radix-r pass at vector stride s (stages s, 2s, .., rs/2, in vectors),
+ * over nv vectors, columns t0 <= t < t1 of every block of r*s vectors. */
+SL_INLINE void SFX(pass_r)(T *x, int64_t nv, int64_t s, int64_t t0, int64_t t1,
+                           const int r, T scale, const int scl) {
+    const V sv = (V){0} + scale;
+    const int64_t st = s * W;
+    for (int64_t blk = 0; blk < nv; blk += r * s) {
+        for (int64_t t = t0; t < t1; t++) {
+            T *p = x + (blk + t) * W;
+            V v[16];
+            SL_UNROLL
+            for (int i = 0; i < r; i++) v[i] = SFX(ld)(p + i * st);
+            SFX(bfly)(v, r);
+            SL_UNROLL
+            for (int i = 0; i < r; i++) SFX(st)(p + i * st, scl ? v[i] * sv : v[i]);
+        }
+    }
+}
+
+SL_NOINLINE void SFX(pass0)(T *x, int64_t nv, int r, T scale, int scl) {
+#define SFX_CASE(R)                                   \
+    case R:                                           \
+        if (scl)                                      \
+            SFX(pass0_r)(x, nv, R, scale, 1);         \
+        else                                          \
+            SFX(pass0_r)(x, nv, R, scale, 0);         \
+        break;
+    switch (r) {
+        SFX_CASE(1) SFX_CASE(2) SFX_CASE(4) SFX_CASE(8)
+#if SL_RMAX >= 16
+        SFX_CASE(16)
+#endif
+    }
+#undef SFX_CASE
+}
+
+SL_NOINLINE void SFX(pass)(T *x, int64_t nv, int64_t s, int64_t t0, int64_t t1, int r, T scale,
+                           int scl) {
+#define SFX_CASE(R)                                          \
+    case R:                                                  \
+        if (scl)                                             \
+            SFX(pass_r)(x, nv, s, t0, t1, R, scale, 1);      \
+        else                                                 \
+            SFX(pass_r)(x, nv, s, t0, t1, R, scale, 0);      \
+        break;
+    switch (r) {
+        SFX_CASE(2) SFX_CASE(4) SFX_CASE(8)
+#if SL_RMAX >= 16
+        SFX_CASE(16)
+#endif
+    }
+#undef SFX_CASE
+}
+
+static int64_t SFX(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Radix of the next pass when `left` (a power of two > 1) vector strides
+ * remain: fewest passes, balanced (8,4 rather than 16,2). */
+static int SFX(radix)(int64_t left) {
+    int L = 0, M = 0;
+    while (((int64_t)1 << L) < left) L++;
+    while ((1 << M) < SL_RMAX) M++;
+    int P = (L + M - 1) / M;
+    return 1 << ((L + P - 1) / P);
+}
+
+/* Radix passes over vector strides s0 .. nv/2 of an array of nv vectors. */
+static void SFX(stride_passes)(T *x, int64_t nv, int64_t s0, T scale, int scl) {
+    for (int64_t s = s0; s < nv;) {
+        int r = SFX(radix)(nv / s);
+        SFX(pass)(x, nv, s, 0, s, r, scale, scl && s * r == nv);
+        s *= r;
+    }
+}
+
+/* Whole WHT of a row of n elements (W <= n, n*sizeof(T) <= L1 budget). */
+static void SFX(fwht_l1)(T *x, int64_t n, T scale, int scl) {
+    int64_t nv = n / W;
+    int r0 = (int)SFX(min64)(nv, SL_RMAX);
+    SFX(pass0)(x, nv, r0, scale, scl && r0 == nv);
+    SFX(stride_passes)(x, nv, r0, scale, scl);
+}
+
+/* Radix passes over vector strides cv .. nv/2, restricted to the columns
+ * c0 <= c < c1 of the (nv/cv x cv) matrix view of the row. */
+static void SFX(col_passes)(T *x, int64_t nv, int64_t cv, int64_t c0, int64_t c1, T scale,
+                            int scl) {
+    for (int64_t s = cv; s < nv;) {
+        int r = SFX(radix)(nv / s);
+        for (int64_t q = 0; q < s; q += cv)
+            SFX(pass)(x, nv, s, q + c0, q + c1, r, scale, scl && s * r == nv);
+        s *= r;
+    }
+}
+
+/* Cross-chunk stages of a long row: the row is a (R2 x C) matrix (C = chunk
+ * length); the WHT of size R2 runs down columns [c0, c1) (in vectors).
+ * Strips of R2 x cw vectors are gathered into a contiguous buffer so the
+ * power-of-two strides do not thrash one cache set. */
+static void SFX(fwht_cols)(T *x, int64_t n, int64_t C, int64_t c0, int64_t c1, T scale,
+                           int scl) {
+    const int64_t R2 = n / C, cv = C / W, nbuf = SL_FWHT_BUF_BYTES / sizeof(V);
+    if (R2 <= SL_RMAX) { /* a single pass: straight on the row */
+        SFX(col_passes)(x, n / W, cv, c0, c1, scale, scl);
+        return;
+    }
+    V buf[SL_FWHT_BUF_BYTES / sizeof(V)], *heap = NULL;
+    int64_t cw = SFX(min64)(nbuf / R2, c1 - c0);
+    if (cw < 1) { /* very long row: one vector column at a time, on the heap */
+        cw = 1;
+        heap = (V *)malloc((size_t)R2 * sizeof(V));
+        if (!heap) {
+            SFX(col_passes)(x, n / W, cv, c0, c1, scale, scl);
+            return;
+        }
+    }
+    T *b = heap ? (T *)heap : (T *)buf;
+    for (int64_t c = c0; c < c1; c += cw) {
+        int64_t w = SFX(min64)(cw, c1 - c);
+        size_t bytes = (size_t)(w * W) * sizeof(T);
+        for (int64_t i = 0; i < R2; i++) memcpy(b + i * w * W, x + i * C + c * W, bytes);
+        SFX(stride_passes)(b, R2 * w, w, scale, scl);
+        for (int64_t i = 0; i < R2; i++) memcpy(x + i * C + c * W, b + i * w * W, bytes);
+    }
+    free(heap);
+}
+
+/* Plain scalar WHT of one row (small n and the fallback). */
+static void SFX(fwht_scalar)(T *x, int64_t n, T scale, int scl) {
+    for (int64_t h = 1; h < n; h <<= 1)
+        for (int64_t i = 0; i < n; i += 2 * h)
+            for (int64_t j = i; j < i + h; j++) {
+                T p = x[j], q = x[j + h];
+                x[j] = p + q;
+                x[j + h] = p - q;
+            }
+    if (scl)
+        for (int64_t i = 0; i < n; i++) x[i] *= scale;
+}
+
+typedef struct {
+    T *x;
+    int64_t rows, n, C;
+    T scale;
+    int scl;
+} SFX(fwht_ctx);
+
+/* chunk length for rows longer than the L1 budget */
+static int64_t SFX(fwht_chunk)(int64_t n) {
+    int64_t C = SL_FWHT_L1_BYTES / sizeof(T);
+    return n > C ? C : n;
+}
+
+static void SFX(fwht_rows_task)(void *c_, int64_t r0, int64_t r1) {
+    const SFX(fwht_ctx) *c = c_;
+    const int64_t n = c->n, C = c->C;
+    for (int64_t r = r0; r < r1; r++) {
+        T *x = c->x + r * n;
+        if (n <= C) {
+            SFX(fwht_l1)(x, n, c->scale, c->scl);
+        } else {
+            for (int64_t j = 0; j < n; j += C) SFX(fwht_l1)(x + j, C, c->scale, 0);
+            SFX(fwht_cols)(x, n, C, 0, C / W, c->scale, c->scl);
+        }
+    }
+}
+
+/* items = (row, chunk) pairs */
+static void SFX(fwht_chunks_task)(void *c_, int64_t i0, int64_t i1) {
+    const SFX(fwht_ctx) *c = c_;
+    const int64_t per = c->n / c->C;
+    for (int64_t i = i0; i < i1; i++)
+        SFX(fwht_l1)(c->x + (i / per) * c->n + (i % per) * c->C, c->C, c->scale, 0);
+}
+
+#define SFX_COLS_ITEMS 64 /* column ranges per row for the parallel phase */
+
+/* items = (row, column range) pairs */
+static void SFX(fwht_colrange_task)(void *c_, int64_t i0, int64_t i1) {
+    const SFX(fwht_ctx) *c = c_;
+    const int64_t cv = c->C / W;
+    const int64_t per = cv < SFX_COLS_ITEMS ? cv : SFX_COLS_ITEMS;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t r = i / per, p = i % per;
+        SFX(fwht_cols)(c->x + r * c->n, c->n, c->C, cv * p / per, cv * (p + 1) / per, c->scale,
+                       c->scl);
+    }
+}
+
+/* n < W: contiguous rows packed into vectors (n divides W). */
+static void SFX(fwht_small_task)(void *c_, int64_t v0, int64_t v1) {
+    const SFX(fwht_ctx) *c = c_;
+    const V s = (V){0} + c->scale;
+    const int lim = (int)c->n;
+    for (int64_t j = v0; j < v1; j++) {
+        V v = SFX(lanes)(SFX(ld)(c->x + j * W), lim);
+        SFX(st)(c->x + j * W, c->scl ? v * s : v);
+    }
+}
+
+SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads) {
+    if (rows <= 0 || n <= 0) return;
+    SFX(fwht_ctx) c = {x, rows, n, SFX(fwht_chunk)(n), scale, scale != (T)1};
+    const int64_t total = rows * n;
+    if (n < W) {
+        int64_t nvec = total / W;
+        sl_parallel(SFX(fwht_small_task), &c, nvec, sl_nthreads(nthreads, total, nvec));
+        for (int64_t r = nvec * W / n; r < rows; r++) SFX(fwht_scalar)(x + r * n, n, scale, c.scl);
+        return;
+    }
+    int nt = sl_nthreads(nthreads, total, rows);
+    if (n <= c.C || rows >= 4 * (int64_t)nt || nt <= 1) {
+        sl_parallel(SFX(fwht_rows_task), &c, rows, sl_nthreads(nthreads, total, rows));
+        return;
+    }
+    /* few long rows: chunk phase then column phase, both split across threads */
+    int64_t items = rows * (n / c.C);
+    sl_parallel(SFX(fwht_chunks_task), &c, items, sl_nthreads(nthreads, total, items));
+    int64_t cv = c.C / W;
+    items = rows * (cv < SFX_COLS_ITEMS ? cv : SFX_COLS_ITEMS);
+    sl_parallel(SFX(fwht_colrange_task), &c, items, sl_nthreads(nthreads, total, items));
+}
+
+#undef SFX_IDX
+#undef SFX_SGN
+#undef SFX_LSTAGE
+#undef SFX_COLS_ITEMS
+
+#endif /* SL_GENERIC */

@@ -1,0 +1,85 @@
+"""Costs of structlin's operations: one place for every FLOP formula.
+
+Conventions (see ``docs/flops.md``):
+
+* one multiply-add is 2 FLOPs, as ``torch.utils.flop_counter`` counts a matmul;
+* a complex FFT of length ``n`` costs ``5 n log2 n`` real FLOPs (FFTW's benchmark convention), a real FFT
+  (``rfft``/``irfft``) half of that;
+* a Walsh-Hadamard transform of length ``n`` costs ``n log2 n`` additions/subtractions;
+* an elementwise op costs one FLOP per output element per arithmetic operation.
+
+Every formula counts one transform of length ``n``; multiply by the number of rows for a batch. Counts that
+are not integers (FFT lengths that are not powers of two) are rounded to the nearest integer per transform.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+__all__ = [
+    "Cost",
+    "fft_flops",
+    "rfft_flops",
+    "dct_flops",
+    "idct_flops",
+    "fwht_flops",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Analytic cost of running a module once on a batch.
+
+    Attributes:
+        params: number of parameters.
+        forward_flops: FLOPs of the forward pass.
+        backward_flops: FLOPs of the backward pass (gradients for inputs and parameters).
+        saved_bytes: bytes autograd keeps between forward and backward.
+    """
+
+    params: int = 0
+    forward_flops: int = 0
+    backward_flops: int = 0
+    saved_bytes: int = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        if not isinstance(other, Cost):
+            return NotImplemented
+        return Cost(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+def _log2(n: int) -> float:
+    if n < 1:
+        raise ValueError(f"transform length must be >= 1, got {n}")
+    return math.log2(n)
+
+
+def fft_flops(n: int) -> int:
+    """FLOPs of one complex FFT of length ``n``: ``5 n log2 n``."""
+    return round(5 * n * _log2(n))
+
+
+def rfft_flops(n: int) -> int:
+    """FLOPs of one real FFT (``rfft`` or ``irfft``) of length ``n``: ``2.5 n log2 n``."""
+    return round(2.5 * n * _log2(n))
+
+
+def dct_flops(n: int) -> int:
+    """FLOPs of one DCT-II of length ``n`` computed through one real FFT (Makhoul 1980).
+
+    ``rfft_flops(n)`` for the FFT plus ``3 n`` for the twiddle pass (each output is ``a·Re + b·Im``: two
+    multiplies and one add). The input reordering moves data and costs no FLOPs.
+    """
+    return rfft_flops(n) + 3 * n
+
+
+def idct_flops(n: int) -> int:
+    """FLOPs of one DCT-III (inverse DCT) of length ``n``: the twiddle pass (``3 n``) and one ``irfft``."""
+    return rfft_flops(n) + 3 * n
+
+
+def fwht_flops(n: int, normalized: bool = True) -> int:
+    """FLOPs of one fast Walsh-Hadamard transform of length ``n``: ``n log2 n`` additions, plus ``n``
+    multiplies for the ``1/sqrt(n)`` scaling when ``normalized``."""
+    return round(n * _log2(n)) + (n if normalized else 0)

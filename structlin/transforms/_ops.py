@@ -1,0 +1,96 @@
+"""Registering structlin's transforms as differentiable ``torch.library`` custom ops.
+
+A custom op is opaque to ``torch.compile`` (no graph break, the fake kernel gives output shapes) and visible to
+``torch.utils.flop_counter.FlopCounterMode`` (which counts it with the registered formula instead of looking
+inside). On a torch without ``torch.library.custom_op`` (older than 2.4) the same pieces become a plain
+``torch.autograd.Function``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import torch
+
+__all__ = ["define_linear_op", "autograd_function_op"]
+
+_NAMESPACE = "structlin"
+
+
+def _rows(shape) -> int:
+    return math.prod(shape[:-1])
+
+
+def autograd_function_op(name: str, impl: Callable, backward: Callable) -> Callable:
+    """Wrap ``impl(x, option)`` as a ``torch.autograd.Function`` whose gradient is ``backward(grad, option)``.
+
+    ``impl`` must be a linear map of ``x``; ``option`` is a non-tensor argument passed through unchanged.
+    """
+
+    def forward(ctx, x, option):
+        ctx.option = option
+        return impl(x, option)
+
+    def backward_(ctx, grad):
+        return backward(grad, ctx.option), None
+
+    fn = type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward_)})
+    return fn.apply
+
+
+def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_row: Callable[[int, object], int]):
+    """Register ``structlin::name(x, option) -> Tensor``, a linear map over the last dimension of ``x``.
+
+    Args:
+        name: the op's name in the ``structlin`` namespace.
+        impl: ``impl(x, option) -> Tensor`` of the same shape as ``x``; ``option`` must be a ``str`` or ``bool``
+            and carry a type annotation (the op's schema is inferred from it).
+        backward: ``backward(grad, option) -> Tensor``, the adjoint applied to the output gradient. It must be
+            built from differentiable ops (for double backward).
+        flops_per_row: ``flops_per_row(n, option) -> int``, FLOPs of one transform of length ``n``.
+
+    Returns:
+        A callable ``op(x, option)``.
+    """
+    impl = _empty_passthrough(impl)
+    if not hasattr(torch.library, "custom_op"):  # torch < 2.4
+        return autograd_function_op(name, impl, backward)
+
+    op = torch.library.custom_op(f"{_NAMESPACE}::{name}", impl, mutates_args=())
+
+    @op.register_fake
+    def _fake(x, option):
+        return x.new_empty(x.shape)
+
+    def setup_context(ctx, inputs, output):
+        ctx.option = inputs[1]
+
+    def backward_(ctx, grad):
+        return backward(grad, ctx.option), None
+
+    op.register_autograd(backward_, setup_context=setup_context)
+    _register_flops(getattr(torch.ops, _NAMESPACE), name, flops_per_row)
+    return op
+
+
+def _empty_passthrough(impl: Callable) -> Callable:
+    """A linear map sends an empty batch to an empty batch; some FFT backends reject empty inputs."""
+
+    @functools.wraps(impl)
+    def wrapped(x, option):
+        return x.new_empty(x.shape) if x.numel() == 0 else impl(x, option)
+
+    return wrapped
+
+
+def _register_flops(namespace, name: str, flops_per_row) -> None:
+    try:
+        from torch.utils.flop_counter import register_flop_formula
+    except ImportError:  # torch without registrable FLOP formulas
+        return
+
+    @register_flop_formula(getattr(namespace, name))
+    def _formula(x_shape, option, *args, out_shape=None, **kwargs):
+        return _rows(x_shape) * flops_per_row(x_shape[-1], option)
