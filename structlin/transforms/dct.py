@@ -59,13 +59,16 @@ def _twiddles(direction: str, n: int, norm: str, device: torch.device, dtype: to
     return tuple(torch.tensor(scale * t, dtype=dtype, device=device) for t in (np.cos(theta), np.sin(theta)))
 
 
-@functools.lru_cache(maxsize=128)
-def _ortho_ratio(n: int, norm: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``r`` with ``DCT_norm = diag(r) · DCT_ortho`` (length ``n``; ``f_{n-k} = f_k`` for ``k ≥ 1``)."""
+def _ortho_ratio(n: int, norm: str) -> tuple[float, float]:
+    """``(r_0, r_k)`` with ``DCT_norm = diag(r) · DCT_ortho``, ``r = (r_0, r_k, r_k, …)`` (``f_{n-k} = f_k``)."""
     f, f_ortho = _norm_factors(n, norm), _norm_factors(n, "ortho")
-    ratio = np.full(n, f[1] / f_ortho[1]) if n > 1 else np.empty(1)
-    ratio[0] = f[0] / f_ortho[0]
-    return torch.tensor(ratio, dtype=dtype, device=device)
+    return f[0] / f_ortho[0], (f[1] / f_ortho[1] if n > 1 else 1.0)
+
+
+def _scale_rows(t: torch.Tensor, first: float, rest: float) -> torch.Tensor:
+    """``t`` times ``(first, rest, rest, …)`` along the last dimension, with Python scalars only (this runs
+    inside traced backward graphs, where a cached constant tensor would leak out of the trace)."""
+    return torch.cat([t[..., :1] * first, t[..., 1:] * rest], dim=-1)
 
 
 def _dct_torch(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -125,14 +128,15 @@ def _idct_impl(x: torch.Tensor, norm: str) -> torch.Tensor:
 # The adjoints: DCT_norm = diag(r) · C with C orthogonal, so DCT_normᵀ = C⁻¹ diag(r) and DCT_norm⁻ᵀ = diag(1/r) C.
 def _dct_backward(grad: torch.Tensor, norm: str) -> torch.Tensor:
     if norm != "ortho":
-        grad = grad * _ortho_ratio(grad.shape[-1], norm, grad.device, grad.dtype)
+        grad = _scale_rows(grad, *_ortho_ratio(grad.shape[-1], norm))
     return _idct_op(grad, "ortho")
 
 
 def _idct_backward(grad: torch.Tensor, norm: str) -> torch.Tensor:
     out = _dct_op(grad, "ortho")
     if norm != "ortho":
-        out = out / _ortho_ratio(grad.shape[-1], norm, grad.device, grad.dtype)
+        first, rest = _ortho_ratio(grad.shape[-1], norm)
+        out = _scale_rows(out, 1 / first, 1 / rest)
     return out
 
 
