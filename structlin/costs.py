@@ -83,3 +83,21 @@ def fwht_flops(n: int, normalized: bool = True) -> int:
     """FLOPs of one fast Walsh-Hadamard transform of length ``n``: ``n log2 n`` additions, plus ``n``
     multiplies for the ``1/sqrt(n)`` scaling when ``normalized``."""
     return round(n * _log2(n)) + (n if normalized else 0)
+
+
+def acdc_block_flops(n: int) -> int:
+    """FLOPs of one fused ACDC block ``x ↦ C⁻¹ diag(D) C diag(A) x`` of size ``n``, per row (forward).
+
+    ``n`` multiplies for ``A``, one rfft and one irfft, and the per-bin 2×2 map for ``C⁻¹ D C``
+    (4 multiplies and 2 adds on each of the ``n//2 + 1`` bins).
+    """
+    return n + 2 * rfft_flops(n) + 6 * (n // 2 + 1)
+
+
+def acdc_block_backward_flops(n: int) -> int:
+    """FLOPs of one ACDC block's backward, per row: the rfft of the gradient, the 2×2 map and irfft for the
+    input gradient, the recomputed ``rfft(A·x)`` (``n`` + rfft), the coefficient gradients (3 products and 1
+    add for the off-diagonal on each bin, plus 3 accumulations: 8 per bin) and the gradients of ``x`` and ``A``
+    (``n`` multiplies each, ``n`` accumulations)."""
+    bins = n // 2 + 1
+    return 3 * rfft_flops(n) + 6 * bins + n + 8 * bins + 3 * n

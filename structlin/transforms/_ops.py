@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["define_linear_op", "autograd_function_op"]
+__all__ = ["define_linear_op", "autograd_function_op", "register_flops"]
 
 _NAMESPACE = "structlin"
 
@@ -71,7 +71,7 @@ def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_ro
         return backward(grad, ctx.option), None
 
     op.register_autograd(backward_, setup_context=setup_context)
-    _register_flops(getattr(torch.ops, _NAMESPACE), name, flops_per_row)
+    register_flops(name, lambda x_shape, option, *args, **kwargs: _rows(x_shape) * flops_per_row(x_shape[-1], option))
     return op
 
 
@@ -85,12 +85,11 @@ def _empty_passthrough(impl: Callable) -> Callable:
     return wrapped
 
 
-def _register_flops(namespace, name: str, flops_per_row) -> None:
+def register_flops(name: str, formula: Callable) -> None:
+    """Register ``formula(*input_shapes_and_args, out_shape=...) -> int`` as the FLOP count of ``structlin::name``
+    with ``torch.utils.flop_counter`` (a no-op on torch versions without registrable formulas)."""
     try:
         from torch.utils.flop_counter import register_flop_formula
-    except ImportError:  # torch without registrable FLOP formulas
+    except ImportError:
         return
-
-    @register_flop_formula(getattr(namespace, name))
-    def _formula(x_shape, option, *args, out_shape=None, **kwargs):
-        return _rows(x_shape) * flops_per_row(x_shape[-1], option)
+    register_flop_formula(getattr(getattr(torch.ops, _NAMESPACE), name))(formula)

@@ -1,0 +1,6 @@
+"""Named, registrable strategies that configure layers: initialization and depth."""
+
+from .depth import DEPTHS, resolve_depth
+from .init import ACDC_INITS, ACDCInit, resolve_acdc_init
+
+__all__ = ["DEPTHS", "resolve_depth", "ACDC_INITS", "ACDCInit", "resolve_acdc_init"]
