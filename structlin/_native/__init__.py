@@ -6,6 +6,10 @@ at ``import structlin`` -- with the system C compiler (``$CC``, else ``cc``,
 ``$XDG_CACHE_HOME/structlin``, else ``~/.cache/structlin``, in a folder named
 by a hash of the source, the compiler, the flags and the CPU.
 
+The library is built with ``-fopenmp`` when possible, so that its threads are
+torch's own (libgomp) pool; otherwise with plain pthreads
+(``STRUCTLIN_NATIVE_OPENMP=0`` forces the latter).
+
 ``STRUCTLIN_NATIVE=0`` disables the native path.  Any failure (no compiler,
 compile or load error) disables it as well; :func:`native_status` says why,
 and a warning is issued only when ``STRUCTLIN_NATIVE=1`` was set explicitly.
@@ -35,7 +39,6 @@ import platform
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import warnings
@@ -107,9 +110,12 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
 
 
-def _build(cc: list[str], out_dir: str) -> str:
-    """Compile kernels.c into out_dir (atomically); return the library path."""
-    lib = os.path.join(out_dir, _LIBNAME)
+def _build(cc: list[str], out_dir: str, variant: str, extra: list[str]) -> str:
+    """Compile kernels.c into out_dir (atomically); return the library path.
+
+    A failed build leaves a marker so later processes do not retry it."""
+    lib = os.path.join(out_dir, f"libstructlin_kernels_{variant}.so")
+    failed = lib + ".failed"
     if os.path.exists(lib):
         return lib
     os.makedirs(out_dir, exist_ok=True)
@@ -124,17 +130,22 @@ def _build(cc: list[str], out_dir: str) -> str:
             pass
         if os.path.exists(lib):  # built by another process meanwhile
             return lib
+        if os.path.exists(failed):
+            with open(failed, encoding="utf-8", errors="replace") as f:
+                raise RuntimeError(f"{variant} build failed earlier ({failed}): {f.read()[-500:]}")
         fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
         os.close(fd)
         try:
-            errors = []
-            for extra in (_NATIVE_FLAGS, []):
-                r = _run(cc + _BASE_FLAGS + extra + [_SRC, "-o", tmp])
+            for march in (_NATIVE_FLAGS, []):
+                r = _run(cc + _BASE_FLAGS + march + extra + [_SRC, "-o", tmp])
                 if r.returncode == 0:
                     break
-                errors.append(r.stdout.decode(errors="replace").strip()[-2000:])
-            else:
-                raise RuntimeError("compile failed:\n" + "\n---\n".join(errors))
+            else:  # keep the start of the output: the first errors
+                msg = r.stdout.decode(errors="replace").strip()[:1500]
+                with open(failed, "w", encoding="utf-8") as f:
+                    f.write(msg)
+                raise RuntimeError(f"{variant} build failed:\n{msg}")
+            os.chmod(tmp, 0o755)
             os.replace(tmp, lib)
         finally:
             if os.path.exists(tmp):
@@ -147,8 +158,9 @@ def _build(cc: list[str], out_dir: str) -> str:
 
 def _bind(lib: ctypes.CDLL) -> dict:
     P, I64, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.sl_abi_version.argtypes = []
-    lib.sl_abi_version.restype = INT
+    for name in ("sl_abi_version", "sl_parallel_backend"):
+        getattr(lib, name).argtypes = []
+        getattr(lib, name).restype = INT
     got = lib.sl_abi_version()
     if got != _ABI_VERSION:
         raise RuntimeError(f"ABI version {got}, expected {_ABI_VERSION}")
@@ -195,9 +207,22 @@ def _load() -> dict | None:
                          platform.machine().encode(), _cpu_flags().encode()):
                 h.update(part)
                 h.update(b"\0")
-            lib_path = _build(cc, os.path.join(_cache_root(), h.hexdigest()[:20]))
-            _fns = _bind(ctypes.CDLL(lib_path))
-            _status = f"loaded {lib_path}"
+            out_dir = os.path.join(_cache_root(), h.hexdigest()[:20])
+            # OpenMP first: it shares torch's libgomp thread pool (see kernels.c)
+            variants = [("openmp", ["-fopenmp"]), ("pthreads", [])]
+            if os.environ.get("STRUCTLIN_NATIVE_OPENMP", "").strip() == "0":
+                variants = variants[1:]
+            errors = []
+            for variant, extra in variants:
+                try:
+                    lib_path = _build(cc, out_dir, variant, extra)
+                    _fns = _bind(ctypes.CDLL(lib_path))
+                    break
+                except Exception as e:  # noqa: BLE001 -- try the next variant
+                    errors.append(f"[{variant}] {type(e).__name__}: {e}")
+            else:
+                raise RuntimeError("; ".join(errors))
+            _status = f"loaded ({variant}) {lib_path}"
         except Exception as e:  # noqa: BLE001 -- any failure disables the native path
             _fns = None
             _status = f"unavailable: {type(e).__name__}: {e}"
@@ -222,80 +247,95 @@ def native_status() -> str:
 # Tensor wrappers
 
 
-def _get(t: torch.Tensor) -> tuple:
-    fns = _fns if _tried else _load()
-    if fns is None:
+def _fail(what: str) -> None:
+    if (_fns if _tried else _load()) is None:
         raise RuntimeError(f"structlin native kernels {_status}")
-    try:
-        return fns[t.dtype]
-    except KeyError:
-        raise TypeError(f"native kernels need float32/float64, got {t.dtype}") from None
+    raise ValueError(f"{what}: tensors must be CPU, contiguous, all float32 or all float64, "
+                     "with matching shapes")
 
 
-def _check(*ts: torch.Tensor) -> None:
-    d = ts[0].dtype
-    for t in ts:
-        if not (t.is_cpu and t.dtype == d and t.is_contiguous()):
-            raise ValueError("native kernels need CPU, contiguous tensors of one dtype")
+def _table(t: torch.Tensor):
+    fns = _fns if _tried else _load()
+    return None if fns is None else fns.get(t.dtype)
+
+
+# The checks below are written inline (each tensor attribute costs ~50 ns).
 
 
 def dct_reorder(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out[:, i] = x[:, 2i], out[:, n-1-i] = x[:, 2i+1]; x, out: (rows, n)."""
-    f = _get(x)[0]
-    _check(x, out)
+    t = _table(x)
+    pi, po = x.data_ptr(), out.data_ptr()
+    if (t is None or pi == po or not (x.is_cpu and out.is_cpu and x.dtype == out.dtype)
+            or not (x.is_contiguous() and out.is_contiguous())
+            or x.dim() != 2 or out.shape != x.shape):
+        _fail("dct_reorder")
     rows, n = x.shape
-    if out.shape != x.shape or out.data_ptr() == x.data_ptr():
-        raise ValueError("dct_reorder: out must be a distinct tensor of x's shape")
-    f(x.data_ptr(), out.data_ptr(), rows, n, torch.get_num_threads())
+    t[0](pi, po, rows, n, torch.get_num_threads())
     return out
 
 
 def dct_unreorder(v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Inverse of dct_reorder; v, out: (rows, n)."""
-    f = _get(v)[1]
-    _check(v, out)
+    """Inverse of dct_reorder: out[:, 2i] = v[:, i], out[:, 2i+1] = v[:, n-1-i]."""
+    t = _table(v)
+    pi, po = v.data_ptr(), out.data_ptr()
+    if (t is None or pi == po or not (v.is_cpu and out.is_cpu and v.dtype == out.dtype)
+            or not (v.is_contiguous() and out.is_contiguous())
+            or v.dim() != 2 or out.shape != v.shape):
+        _fail("dct_unreorder")
     rows, n = v.shape
-    if out.shape != v.shape or out.data_ptr() == v.data_ptr():
-        raise ValueError("dct_unreorder: out must be a distinct tensor of v's shape")
-    f(v.data_ptr(), out.data_ptr(), rows, n, torch.get_num_threads())
+    t[1](pi, po, rows, n, torch.get_num_threads())
     return out
 
 
 def dct_post(z: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """DCT-II post-twiddle. z: (rows, m, 2) real view of rfft output, a, b: (m,),
     out: (rows, n).  out[k] = a Re z_k + b Im z_k, out[n-k] = b Re z_k - a Im z_k."""
-    f = _get(out)[2]
-    _check(out, z, a, b)
+    t = _table(out)
+    if t is None or out.dim() != 2:
+        _fail("dct_post")
     rows, n = out.shape
     m = n // 2 + 1
-    if z.shape != (rows, m, 2) or a.shape != (m,) or b.shape != (m,):
-        raise ValueError(f"dct_post: expected z {(rows, m, 2)}, a and b {(m,)}")
-    f(z.data_ptr(), a.data_ptr(), b.data_ptr(), out.data_ptr(), rows, n,
-      torch.get_num_threads())
+    d = out.dtype
+    if (not (out.is_cpu and z.is_cpu and a.is_cpu and b.is_cpu)
+            or not (z.dtype == d and a.dtype == d and b.dtype == d)
+            or not (out.is_contiguous() and z.is_contiguous() and a.is_contiguous()
+                    and b.is_contiguous())
+            or z.shape != (rows, m, 2) or a.shape != (m,) or b.shape != (m,)):
+        _fail("dct_post")
+    t[2](z.data_ptr(), a.data_ptr(), b.data_ptr(), out.data_ptr(), rows, n,
+         torch.get_num_threads())
     return out
 
 
 def idct_pre(X: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """DCT-III pre-twiddle. X: (rows, n), a, b: (m,), z: (rows, m, 2) real view of
     the irfft input.  z_k = (a X_k + b Y, b X_k - a Y), Y = X[n-k] (0 for k = 0)."""
-    f = _get(X)[3]
-    _check(X, z, a, b)
+    t = _table(X)
+    if t is None or X.dim() != 2:
+        _fail("idct_pre")
     rows, n = X.shape
     m = n // 2 + 1
-    if z.shape != (rows, m, 2) or a.shape != (m,) or b.shape != (m,):
-        raise ValueError(f"idct_pre: expected z {(rows, m, 2)}, a and b {(m,)}")
-    f(X.data_ptr(), a.data_ptr(), b.data_ptr(), z.data_ptr(), rows, n,
-      torch.get_num_threads())
+    d = X.dtype
+    if (not (X.is_cpu and z.is_cpu and a.is_cpu and b.is_cpu)
+            or not (z.dtype == d and a.dtype == d and b.dtype == d)
+            or not (X.is_contiguous() and z.is_contiguous() and a.is_contiguous()
+                    and b.is_contiguous())
+            or z.shape != (rows, m, 2) or a.shape != (m,) or b.shape != (m,)):
+        _fail("idct_pre")
+    t[3](X.data_ptr(), a.data_ptr(), b.data_ptr(), z.data_ptr(), rows, n,
+         torch.get_num_threads())
     return z
 
 
 def fwht_(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """In place: each row of x (rows, n), n a power of two, becomes
     scale * (row @ H_n) with H_n the Sylvester-ordered Hadamard matrix."""
-    f = _get(x)[4]
-    _check(x)
+    t = _table(x)
+    if t is None or not (x.is_cpu and x.is_contiguous()) or x.dim() != 2:
+        _fail("fwht_")
     rows, n = x.shape
     if n & (n - 1) or n < 1:
         raise ValueError(f"fwht_: n = {n} is not a power of two")
-    f(x.data_ptr(), rows, n, scale, torch.get_num_threads())
+    t[4](x.data_ptr(), rows, n, scale, torch.get_num_threads())
     return x

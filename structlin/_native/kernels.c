@@ -21,6 +21,7 @@
 #ifndef SL_GENERIC
 
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,21 +32,34 @@
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
 
-/* Below this many elements (rows*n) a kernel runs on the calling thread. */
-#ifndef SL_PAR_MIN_ELEMS
-#define SL_PAR_MIN_ELEMS (1 << 16)
-#endif
-/* Each thread gets at least this many elements. */
-#ifndef SL_PAR_GRAIN
-#define SL_PAR_GRAIN (1 << 14)
-#endif
+/* Below SL_PAR_MIN_ELEMS elements (rows*n) a kernel runs on the calling
+ * thread (defaults by threading backend, see below). */
 /* FWHT rows up to this many bytes are transformed entirely in L1. */
 #ifndef SL_FWHT_L1_BYTES
 #define SL_FWHT_L1_BYTES 16384
 #endif
-/* Scratch size for the cross-chunk stages of long FWHT rows. */
-#ifndef SL_FWHT_BUF_BYTES
-#define SL_FWHT_BUF_BYTES 16384
+/* Largest radix of the passes above the L1 chunk (see fwht_long). */
+#ifndef SL_FWHT_TOP_RMAX
+#define SL_FWHT_TOP_RMAX 8
+#endif
+
+/* Use FMA for some butterfly differences (see bfly). */
+#ifndef SL_FMA_SUB
+#if defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
+#define SL_FMA_SUB 1
+#else
+#define SL_FMA_SUB 0
+#endif
+#endif
+
+/* Butterfly strides (bit mask, in vectors) whose differences use the FMA
+ * pipes, in the first pass (which also runs the lane-stage FMAs) and in the
+ * later passes; measured on Zen 4. */
+#ifndef SL_FMASK0
+#define SL_FMASK0 10
+#endif
+#ifndef SL_FMASK1
+#define SL_FMASK1 6
 #endif
 
 /* Vector width in bytes used by the FWHT. */
@@ -77,12 +91,16 @@
 #endif
 
 #if defined(__clang__)
-#define SL_UNROLL _Pragma("unroll")
 #define SL_IVDEP _Pragma("clang loop vectorize(assume_safety)")
 #else
-#define SL_UNROLL _Pragma("GCC unroll 16")
 #define SL_IVDEP _Pragma("GCC ivdep")
 #endif
+
+/* M(0) M(1) ... M(15): straight-line code over a register block, so that
+ * every index is a constant and the block lives in registers (with loops,
+ * clang keeps the array on the stack). */
+#define SL_FOR16(M) \
+    M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) M(15)
 
 /* ---------------------------------------------------------------------- */
 /* Vector types                                                            */
@@ -125,23 +143,111 @@ typedef double sl_vd_u __attribute__((vector_size(SL_VBYTES), aligned(8), may_al
 #endif
 
 /* ---------------------------------------------------------------------- */
-/* Minimal fork-join over pthreads                                         */
+/* Fork-join                                                               */
+/*                                                                          */
+/* Built with -fopenmp, kernels run on an OpenMP team.  Loaded into a torch */
+/* process this is torch's own libgomp (same soname), so the worker threads */
+/* are the ones torch keeps spinning between ops: a fork-join costs ~1 us.  */
+/* Without OpenMP, helper pthreads are started per call; they claim work    */
+/* dynamically and the caller never waits for a helper that has not started */
+/* (thread wake-up can take ~50 us on a VM, and the cores may be held by     */
+/* torch's spinning OpenMP threads).                                        */
 
 typedef void (*sl_task_fn)(void *ctx, int64_t i0, int64_t i1);
+
+#ifdef _OPENMP
+#include <omp.h>
+#define SL_BACKEND 1
+#ifndef SL_PAR_MIN_ELEMS
+#define SL_PAR_MIN_ELEMS (1 << 16)
+#endif
+
+/* Run fn over [0, items) split into nt contiguous ranges. */
+static void sl_parallel(sl_task_fn fn, void *ctx, int64_t items, int nt) {
+    if (nt <= 1 || items <= 1) {
+        if (items > 0) fn(ctx, 0, items);
+        return;
+    }
+    if (nt > items) nt = (int)items;
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t t = omp_get_thread_num(), k = omp_get_num_threads();
+        fn(ctx, items * t / k, items * (t + 1) / k);
+    }
+}
+
+#else /* pthreads */
+#define SL_BACKEND 0
+#ifndef SL_PAR_MIN_ELEMS
+#define SL_PAR_MIN_ELEMS (1 << 18)
+#endif
 
 typedef struct {
     sl_task_fn fn;
     void *ctx;
-    int64_t i0, i1;
+    int64_t items, grain;
+    int64_t next;    /* first unclaimed item (atomic) */
+    int64_t pending; /* items claimed or not, but not finished (atomic) */
+    int refs;        /* caller + live helpers; the last one frees (atomic) */
 } sl_job;
 
-static void *sl_job_run(void *arg) {
-    sl_job *j = (sl_job *)arg;
-    j->fn(j->ctx, j->i0, j->i1);
+static void sl_job_work(sl_job *j) {
+    for (;;) {
+        int64_t i = __atomic_fetch_add(&j->next, j->grain, __ATOMIC_RELAXED);
+        if (i >= j->items) return;
+        int64_t e = i + j->grain < j->items ? i + j->grain : j->items;
+        j->fn(j->ctx, i, e);
+        __atomic_fetch_sub(&j->pending, e - i, __ATOMIC_RELEASE);
+    }
+}
+
+static void sl_job_release(sl_job *j) {
+    if (__atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) == 0) free(j);
+}
+
+static void *sl_helper(void *arg) {
+    sl_job_work((sl_job *)arg);
+    sl_job_release((sl_job *)arg);
     return NULL;
 }
 
-#define SL_MAX_THREADS 256
+/* Run fn over [0, items) with the caller and up to nt-1 detached helpers. */
+static void sl_parallel(sl_task_fn fn, void *ctx, int64_t items, int nt) {
+    sl_job *j = nt > 1 && items > 1 ? (sl_job *)malloc(sizeof(sl_job)) : NULL;
+    if (!j) {
+        if (items > 0) fn(ctx, 0, items);
+        return;
+    }
+    j->fn = fn;
+    j->ctx = ctx;
+    j->items = j->pending = items;
+    j->grain = items / (4 * (int64_t)nt) > 0 ? items / (4 * (int64_t)nt) : 1;
+    j->next = 0;
+    j->refs = 1;
+    pthread_attr_t attr;
+    int ok = pthread_attr_init(&attr) == 0;
+    if (ok) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    for (int t = 1; ok && t < nt; t++) {
+        pthread_t tid;
+        __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+        if (pthread_create(&tid, &attr, sl_helper, j) != 0) {
+            __atomic_sub_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+    if (ok) pthread_attr_destroy(&attr);
+    sl_job_work(j);
+    /* wait only for items that helpers are still working on */
+    while (__atomic_load_n(&j->pending, __ATOMIC_ACQUIRE) > 0) sched_yield();
+    sl_job_release(j);
+}
+#endif /* _OPENMP */
+
+/* Each thread gets at least this many elements. */
+#ifndef SL_PAR_GRAIN
+#define SL_PAR_GRAIN (1 << 14)
+#endif
+#define SL_MAX_THREADS 1024
 
 /* Threads worth using for `elems` elements split into `items` pieces. */
 static int sl_nthreads(int nthreads, int64_t elems, int64_t items) {
@@ -151,34 +257,6 @@ static int sl_nthreads(int nthreads, int64_t elems, int64_t items) {
     if (t > items) t = items;
     if (t > SL_MAX_THREADS) t = SL_MAX_THREADS;
     return t < 1 ? 1 : (int)t;
-}
-
-/* Run fn over [0, items) split into nt contiguous ranges; the caller's
- * thread takes the first range.  Falls back to inline on pthread failure. */
-static void sl_parallel(sl_task_fn fn, void *ctx, int64_t items, int nt) {
-    if (nt <= 1 || items <= 1) {
-        if (items > 0) fn(ctx, 0, items);
-        return;
-    }
-    if (nt > items) nt = (int)items;
-    sl_job jobs[SL_MAX_THREADS];
-    pthread_t tid[SL_MAX_THREADS];
-    int started[SL_MAX_THREADS];
-    for (int t = 0; t < nt; t++) {
-        jobs[t].fn = fn;
-        jobs[t].ctx = ctx;
-        jobs[t].i0 = items * t / nt;
-        jobs[t].i1 = items * (t + 1) / nt;
-    }
-    for (int t = 1; t < nt; t++)
-        started[t] = pthread_create(&tid[t], NULL, sl_job_run, &jobs[t]) == 0;
-    fn(ctx, jobs[0].i0, jobs[0].i1);
-    for (int t = 1; t < nt; t++) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            fn(ctx, jobs[t].i0, jobs[t].i1);
-    }
 }
 
 /* Work items for the element-wise DCT kernels: (row, part) pairs, where a
@@ -203,6 +281,9 @@ static int64_t sl_dct_parts(int64_t rows, int64_t n, int nthreads) {
     int64_t k0 = (K) * p_ / (parts), k1 = (K) * (p_ + 1) / (parts)
 
 SL_EXPORT int sl_abi_version(void) { return SL_ABI_VERSION; }
+
+/* 1 if built with OpenMP, 0 for the pthreads fallback. */
+SL_EXPORT int sl_parallel_backend(void) { return SL_BACKEND; }
 
 /* ---------------------------------------------------------------------- */
 /* Instantiate the generic part for float and double.                     */
@@ -380,9 +461,8 @@ SL_EXPORT void SFX(sl_idct_pre)(const T *X, const T *a, const T *b, T *z, int64_
 /* for every i with (i & h) == 0.  Strides h < W live inside one vector     */
 /* (lane permute + fma with a +-1 sign vector); larger strides are          */
 /* butterflies between whole vectors, up to log2(SL_RMAX) stages per pass   */
-/* over memory.  Rows up to SL_FWHT_L1_BYTES are done in L1; longer rows are */
-/* cut into such chunks, then the remaining (cross-chunk) stages are done on */
-/* column strips gathered into a small contiguous buffer.                   */
+/* over memory.  Rows up to SL_FWHT_L1_BYTES are done in L1; longer rows   */
+/* recursively: sub-blocks first, then radix-<=16 passes at large strides.  */
 
 #define SFX_IDX(i, h) (((i) ^ (h)) & (W - 1))
 #define SFX_SGN(i, h) ((i) & (h) ? (T)-1 : (T)1)
@@ -403,33 +483,50 @@ SL_INLINE V SFX(lanes)(V x, int lim) {
     return x;
 }
 
-/* Full size-r WHT across r vectors held in registers. */
-SL_INLINE void SFX(bfly)(V *v, const int r) {
-    SL_UNROLL
-    for (int h = 1; h < 16; h <<= 1) {
-        if (h >= r) break;
-        SL_UNROLL
-        for (int i = 0; i < 16; i++) {
-            if (i + h >= r || (i & h)) continue;
-            V p = v[i], q = v[i + h];
-            v[i] = p + q;
-            v[i + h] = p - q;
-        }
+/* Full size-r WHT across r vectors held in registers.  On x86 with FMA,
+ * half of the differences are computed as fma(q, -1, p) (exactly p - q): on
+ * AMD Zen the adds and the FMAs run on separate pipes, and the add pipes are
+ * the bottleneck (~10% faster).  m1 must be an opaque -1 (sl_opaque). */
+#define SFX_BF(i)                                                     \
+    if ((i) + h_ < r && !((i) & h_)) {                                \
+        V p_ = v[i], q_ = v[(i) + h_];                                \
+        v[i] = p_ + q_;                                               \
+        v[(i) + h_] = SL_FMA_SUB && (fmask & h_) ? q_ * m1 + p_ : p_ - q_; \
     }
+#define SFX_BF_STAGE(h) \
+    if (h < r) {        \
+        const int h_ = h; \
+        SL_FOR16(SFX_BF) \
+    }
+SL_INLINE void SFX(bfly)(V *v, const int r, V m1, const int fmask) {
+    (void)m1;
+    (void)fmask;
+    SFX_BF_STAGE(1) SFX_BF_STAGE(2) SFX_BF_STAGE(4) SFX_BF_STAGE(8)
+}
+
+/* -1 in every lane, hidden from the optimizer so q * m1 + p stays an FMA. */
+SL_INLINE V SFX(m1)(void) {
+    V m1 = (V){0} - 1;
+#if SL_FMA_SUB
+    __asm__("" : "+v"(m1));
+#endif
+    return m1;
 }
 
 /* First pass: blocks of r contiguous vectors; in-vector stages then a
  * radix-r step: covers strides 1 .. r*W/2. */
 SL_INLINE void SFX(pass0_r)(T *x, int64_t nv, const int r, T scale, const int scl) {
-    const V s = (V){0} + scale;
+    const V s = (V){0} + scale, m1 = SFX(m1)();
     for (int64_t j = 0; j < nv; j += r) {
         T *p = x + j * W;
         V v[16];
-        SL_UNROLL
-        for (int i = 0; i < r; i++) v[i] = SFX(lanes)(SFX(ld)(p + i * W), W);
-        SFX(bfly)(v, r);
-        SL_UNROLL
-        for (int i = 0; i < r; i++) SFX(st)(p + i * W, scl ? v[i] * s : v[i]);
+#define SFX_LD(i) if ((i) < r) v[i] = SFX(lanes)(SFX(ld)(p + (i) * W), W);
+#define SFX_ST(i) if ((i) < r) SFX(st)(p + (i) * W, scl ? v[i] * s : v[i]);
+        SL_FOR16(SFX_LD)
+        SFX(bfly)(v, r, m1, SL_FMASK0);
+        SL_FOR16(SFX_ST)
+#undef SFX_LD
+#undef SFX_ST
     }
 }
 
@@ -437,17 +534,19 @@ SL_INLINE void SFX(pass0_r)(T *x, int64_t nv, const int r, T scale, const int sc
  * over nv vectors, columns t0 <= t < t1 of every block of r*s vectors. */
 SL_INLINE void SFX(pass_r)(T *x, int64_t nv, int64_t s, int64_t t0, int64_t t1,
                            const int r, T scale, const int scl) {
-    const V sv = (V){0} + scale;
+    const V sv = (V){0} + scale, m1 = SFX(m1)();
     const int64_t st = s * W;
     for (int64_t blk = 0; blk < nv; blk += r * s) {
         for (int64_t t = t0; t < t1; t++) {
             T *p = x + (blk + t) * W;
             V v[16];
-            SL_UNROLL
-            for (int i = 0; i < r; i++) v[i] = SFX(ld)(p + i * st);
-            SFX(bfly)(v, r);
-            SL_UNROLL
-            for (int i = 0; i < r; i++) SFX(st)(p + i * st, scl ? v[i] * sv : v[i]);
+#define SFX_LD(i) if ((i) < r) v[i] = SFX(ld)(p + (i) * st);
+#define SFX_ST(i) if ((i) < r) SFX(st)(p + (i) * st, scl ? v[i] * sv : v[i]);
+            SL_FOR16(SFX_LD)
+            SFX(bfly)(v, r, m1, SL_FMASK1);
+            SL_FOR16(SFX_ST)
+#undef SFX_LD
+#undef SFX_ST
         }
     }
 }
@@ -516,48 +615,28 @@ static void SFX(fwht_l1)(T *x, int64_t n, T scale, int scl) {
     SFX(stride_passes)(x, nv, r0, scale, scl);
 }
 
-/* Radix passes over vector strides cv .. nv/2, restricted to the columns
- * c0 <= c < c1 of the (nv/cv x cv) matrix view of the row. */
-static void SFX(col_passes)(T *x, int64_t nv, int64_t cv, int64_t c0, int64_t c1, T scale,
-                            int scl) {
-    for (int64_t s = cv; s < nv;) {
-        int r = SFX(radix)(nv / s);
-        for (int64_t q = 0; q < s; q += cv)
-            SFX(pass)(x, nv, s, q + c0, q + c1, r, scale, scl && s * r == nv);
-        s *= r;
-    }
+/* Long rows (n > C, the L1 chunk): peel off the top stages,
+ *   H_n = H_r (x) H_{n/r},   r <= SL_FWHT_TOP_RMAX,
+ * i.e. transform the r sub-blocks of length n/r (recursively, depth-first so
+ * each stays in L2/L1 while worked on), then one radix-r pass at stride n/r.
+ * (Strides here are multiples of 4 KiB, so all r rows of a radix-r step hit
+ * one L1 set: r = 16 would overflow its 8 ways.) */
+static int64_t SFX(top_radix)(int64_t n, int64_t C) {
+    int L = 0, M = 0;
+    while ((C << L) < n) L++;
+    while ((1 << M) < SL_FWHT_TOP_RMAX) M++;
+    int P = (L + M - 1) / M; /* passes left; balance them */
+    return (int64_t)1 << (L / P);
 }
 
-/* Cross-chunk stages of a long row: the row is a (R2 x C) matrix (C = chunk
- * length); the WHT of size R2 runs down columns [c0, c1) (in vectors).
- * Strips of R2 x cw vectors are gathered into a contiguous buffer so the
- * power-of-two strides do not thrash one cache set. */
-static void SFX(fwht_cols)(T *x, int64_t n, int64_t C, int64_t c0, int64_t c1, T scale,
-                           int scl) {
-    const int64_t R2 = n / C, cv = C / W, nbuf = SL_FWHT_BUF_BYTES / sizeof(V);
-    if (R2 <= SL_RMAX) { /* a single pass: straight on the row */
-        SFX(col_passes)(x, n / W, cv, c0, c1, scale, scl);
+static void SFX(fwht_long)(T *x, int64_t n, int64_t C, T scale, int scl) {
+    if (n <= C) {
+        SFX(fwht_l1)(x, n, scale, scl);
         return;
     }
-    V buf[SL_FWHT_BUF_BYTES / sizeof(V)], *heap = NULL;
-    int64_t cw = SFX(min64)(nbuf / R2, c1 - c0);
-    if (cw < 1) { /* very long row: one vector column at a time, on the heap */
-        cw = 1;
-        heap = (V *)malloc((size_t)R2 * sizeof(V));
-        if (!heap) {
-            SFX(col_passes)(x, n / W, cv, c0, c1, scale, scl);
-            return;
-        }
-    }
-    T *b = heap ? (T *)heap : (T *)buf;
-    for (int64_t c = c0; c < c1; c += cw) {
-        int64_t w = SFX(min64)(cw, c1 - c);
-        size_t bytes = (size_t)(w * W) * sizeof(T);
-        for (int64_t i = 0; i < R2; i++) memcpy(b + i * w * W, x + i * C + c * W, bytes);
-        SFX(stride_passes)(b, R2 * w, w, scale, scl);
-        for (int64_t i = 0; i < R2; i++) memcpy(x + i * C + c * W, b + i * w * W, bytes);
-    }
-    free(heap);
+    const int64_t r = SFX(top_radix)(n, C), sub = n / r;
+    for (int64_t j = 0; j < r; j++) SFX(fwht_long)(x + j * sub, sub, C, scale, 0);
+    SFX(pass)(x, n / W, sub / W, 0, sub / W, (int)r, scale, scl);
 }
 
 /* Plain scalar WHT of one row (small n and the fallback). */
@@ -580,45 +659,29 @@ typedef struct {
     int scl;
 } SFX(fwht_ctx);
 
-/* chunk length for rows longer than the L1 budget */
-static int64_t SFX(fwht_chunk)(int64_t n) {
-    int64_t C = SL_FWHT_L1_BYTES / sizeof(T);
-    return n > C ? C : n;
-}
-
 static void SFX(fwht_rows_task)(void *c_, int64_t r0, int64_t r1) {
     const SFX(fwht_ctx) *c = c_;
-    const int64_t n = c->n, C = c->C;
-    for (int64_t r = r0; r < r1; r++) {
-        T *x = c->x + r * n;
-        if (n <= C) {
-            SFX(fwht_l1)(x, n, c->scale, c->scl);
-        } else {
-            for (int64_t j = 0; j < n; j += C) SFX(fwht_l1)(x + j, C, c->scale, 0);
-            SFX(fwht_cols)(x, n, C, 0, C / W, c->scale, c->scl);
-        }
-    }
+    for (int64_t r = r0; r < r1; r++) SFX(fwht_long)(c->x + r * c->n, c->n, c->C, c->scale, c->scl);
 }
 
-/* items = (row, chunk) pairs */
-static void SFX(fwht_chunks_task)(void *c_, int64_t i0, int64_t i1) {
+/* Few long rows, phase 1: items = (row, top-level sub-block). */
+static void SFX(fwht_subs_task)(void *c_, int64_t i0, int64_t i1) {
     const SFX(fwht_ctx) *c = c_;
-    const int64_t per = c->n / c->C;
+    const int64_t r = SFX(top_radix)(c->n, c->C), sub = c->n / r;
     for (int64_t i = i0; i < i1; i++)
-        SFX(fwht_l1)(c->x + (i / per) * c->n + (i % per) * c->C, c->C, c->scale, 0);
+        SFX(fwht_long)(c->x + (i / r) * c->n + (i % r) * sub, sub, c->C, c->scale, 0);
 }
 
-#define SFX_COLS_ITEMS 64 /* column ranges per row for the parallel phase */
+#define SFX_TOP_PARTS 64 /* column ranges per row in phase 2 */
 
-/* items = (row, column range) pairs */
-static void SFX(fwht_colrange_task)(void *c_, int64_t i0, int64_t i1) {
+/* Few long rows, phase 2: items = (row, column range of the top pass). */
+static void SFX(fwht_top_task)(void *c_, int64_t i0, int64_t i1) {
     const SFX(fwht_ctx) *c = c_;
-    const int64_t cv = c->C / W;
-    const int64_t per = cv < SFX_COLS_ITEMS ? cv : SFX_COLS_ITEMS;
+    const int64_t r = SFX(top_radix)(c->n, c->C), sv = c->n / r / W;
     for (int64_t i = i0; i < i1; i++) {
-        int64_t r = i / per, p = i % per;
-        SFX(fwht_cols)(c->x + r * c->n, c->n, c->C, cv * p / per, cv * (p + 1) / per, c->scale,
-                       c->scl);
+        int64_t row = i / SFX_TOP_PARTS, p = i % SFX_TOP_PARTS;
+        SFX(pass)(c->x + row * c->n, c->n / W, sv, sv * p / SFX_TOP_PARTS,
+                  sv * (p + 1) / SFX_TOP_PARTS, (int)r, c->scale, c->scl);
     }
 }
 
@@ -635,7 +698,7 @@ static void SFX(fwht_small_task)(void *c_, int64_t v0, int64_t v1) {
 
 SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads) {
     if (rows <= 0 || n <= 0) return;
-    SFX(fwht_ctx) c = {x, rows, n, SFX(fwht_chunk)(n), scale, scale != (T)1};
+    SFX(fwht_ctx) c = {x, rows, n, SL_FWHT_L1_BYTES / sizeof(T), scale, scale != (T)1};
     const int64_t total = rows * n;
     if (n < W) {
         int64_t nvec = total / W;
@@ -648,17 +711,18 @@ SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads
         sl_parallel(SFX(fwht_rows_task), &c, rows, sl_nthreads(nthreads, total, rows));
         return;
     }
-    /* few long rows: chunk phase then column phase, both split across threads */
-    int64_t items = rows * (n / c.C);
-    sl_parallel(SFX(fwht_chunks_task), &c, items, sl_nthreads(nthreads, total, items));
-    int64_t cv = c.C / W;
-    items = rows * (cv < SFX_COLS_ITEMS ? cv : SFX_COLS_ITEMS);
-    sl_parallel(SFX(fwht_colrange_task), &c, items, sl_nthreads(nthreads, total, items));
+    /* few long rows: sub-blocks, then the top pass by column ranges */
+    int64_t items = rows * SFX(top_radix)(n, c.C);
+    sl_parallel(SFX(fwht_subs_task), &c, items, sl_nthreads(nthreads, total, items));
+    items = rows * SFX_TOP_PARTS;
+    sl_parallel(SFX(fwht_top_task), &c, items, sl_nthreads(nthreads, total, items));
 }
 
 #undef SFX_IDX
 #undef SFX_SGN
+#undef SFX_BF
+#undef SFX_BF_STAGE
 #undef SFX_LSTAGE
-#undef SFX_COLS_ITEMS
+#undef SFX_TOP_PARTS
 
 #endif /* SL_GENERIC */

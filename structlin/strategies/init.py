@@ -61,19 +61,31 @@ class Identity(ACDCInit):
         D.fill_(1.0)
 
 
+def _random_signs(like: torch.Tensor) -> torch.Tensor:
+    return torch.randint(0, 2, like.shape, device=like.device).to(like.dtype).mul_(2).sub_(1)
+
+
 @ACDC_INITS.register("variance-preserving")
 class VariancePreserving(ACDCInit):
-    """Keep the second moment of the signal through activations: ``A, D ~ N(g^{1/2}, σ²)`` with ``g`` the
-    activation's gain (√2 for ReLU), so each block multiplies the mean square by ``≈ g²`` and the activation
-    after it (which halves the mean square of a symmetric signal, for ReLU) brings it back."""
+    """Keep the mean square of the signal through activations between blocks.
+
+    ``A = ε_A ⊙ N(√g, σ²)`` and ``D = ε_D ⊙ N(√g, σ²)`` with independent random signs ``ε = ±1`` and ``g``
+    the activation's gain (√2 for ReLU). Each block is then ``≈ g`` times an orthogonal map that mixes the
+    features (``C⁻¹ diag(ε_D) C``), so it multiplies the mean square by ``≈ g²`` and hands the activation a
+    symmetric signal, whose mean square a ReLU halves. The last block, which no activation follows, gets
+    ``g = 1``. Diagonals near +1 would not do: near-identity blocks do not mix, so every ReLU would zero
+    another half of the surviving features.
+    """
 
     def __init__(self, sigma: float = 0.01):
         self.sigma = float(sigma)
 
     def init_(self, A, D, activation_gain=1.0):
-        mean = math.sqrt(activation_gain)
-        A.normal_(mean, self.sigma)
-        D.normal_(mean, self.sigma)
+        scale = torch.full((A.shape[0], 1), math.sqrt(activation_gain), dtype=A.dtype, device=A.device)
+        scale[-1] = 1.0
+        for diagonal in (A, D):
+            signs = _random_signs(diagonal)
+            diagonal.normal_(1.0, self.sigma).mul_(signs).mul_(scale)
 
 
 def resolve_acdc_init(init: Union[str, ACDCInit]) -> ACDCInit:

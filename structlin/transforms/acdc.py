@@ -71,13 +71,16 @@ def _bin_weights(n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _block_impl(x: torch.Tensor, a: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor) -> torch.Tensor:
-    n = x.shape[-1]
-    return torch.fft.irfft(_apply_bins(torch.fft.rfft(x * a), m00, m01, m11), n=n)
+    if x.numel() == 0:  # some FFT backends reject empty batches
+        return x.new_empty(x.shape)
+    return torch.fft.irfft(_apply_bins(torch.fft.rfft(x * a), m00, m01, m11), n=x.shape[-1])
 
 
 def _block_backward_impl(
     grad: torch.Tensor, x: torch.Tensor, a: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor
 ) -> list[torch.Tensor]:
+    if x.numel() == 0:
+        return [x.new_empty(x.shape)] + [torch.zeros_like(t) for t in (a, m00, m01, m11)]
     n = x.shape[-1]
     rows_g = grad.reshape(-1, n)
     rows_x = x.reshape(-1, n)

@@ -1,0 +1,317 @@
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+from torch import nn
+
+import structlin
+from structlin import ACDC, StructuredLayer
+from structlin.strategies import ACDC_INITS, DEPTHS
+from structlin.strategies.init import ACDCInit
+
+
+def _scipy_reference(layer: ACDC, x: torch.Tensor) -> np.ndarray:
+    """The cascade block by block with scipy's DCT, in float64, in natural order."""
+    A, D, n = layer.A.detach().double().numpy(), layer.D.detach().double().numpy(), layer.size
+    v = np.zeros(x.shape[:-1] + (n,))
+    v[..., : layer.in_features] = x.double().numpy()
+    for i in range(layer.depth):
+        v = scipy.fft.idct(D[i] * scipy.fft.dct(A[i] * v, norm="ortho", axis=-1), norm="ortho", axis=-1)
+        if i < layer.depth - 1:
+            if layer.permutations is not None:
+                v = v[..., layer.permutations[i].numpy()]
+            if layer.activation is not None:
+                v = layer.activation(torch.from_numpy(v)).numpy()
+    y = v[..., : layer.out_features]
+    return y + layer.bias.detach().double().numpy() if layer.bias is not None else y
+
+
+def _random_layer(*args, **kwargs) -> ACDC:
+    layer = ACDC(*args, dtype=torch.float64, **kwargs)
+    with torch.no_grad():  # far from the identity, so a wrong index cannot hide
+        layer.A.normal_()
+        layer.D.normal_()
+        if layer.bias is not None:
+            layer.bias.normal_()
+    return layer
+
+
+SHAPES = [(1, 1), (2, 2), (7, 7), (8, 8), (16, 16), (5, 9), (9, 5), (100, 300), (300, 100), (33, 33)]
+
+
+@pytest.mark.parametrize("in_features, out_features", SHAPES)
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("permute", [True, False])
+def test_forward_matches_scipy_reference_and_to_dense(in_features, out_features, depth, permute, backend):
+    layer = _random_layer(in_features, out_features, depth=depth, permute=permute)
+    x = torch.randn(4, in_features, dtype=torch.float64)
+    y = layer(x)
+    np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+    dense = layer.to_dense()
+    assert dense.shape == (out_features, in_features)
+    torch.testing.assert_close(y, x @ dense.T + layer.bias, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("activation", ["relu", nn.Tanh(), nn.LayerNorm(12, elementwise_affine=False)])
+def test_activations_between_blocks_match_reference(activation, backend):
+    layer = _random_layer(12, 12, depth=4, activation=activation)
+    x = torch.randn(5, 12, dtype=torch.float64)
+    np.testing.assert_allclose(layer(x).detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+    with pytest.raises(TypeError, match="not a linear map"):
+        layer.to_dense()
+
+
+@pytest.mark.parametrize("in_features, out_features, depth, activation", [(6, 6, 1, None), (5, 8, 3, "relu"), (8, 3, 2, None)])
+def test_gradcheck_input_and_diagonals(in_features, out_features, depth, activation):
+    layer = _random_layer(in_features, out_features, depth=depth, activation=activation)
+    x = torch.randn(3, in_features, dtype=torch.float64, requires_grad=True)
+    A = layer.A.detach().clone().requires_grad_(True)
+    D = layer.D.detach().clone().requires_grad_(True)
+    bias = layer.bias.detach().clone().requires_grad_(True)
+
+    def f(x, A, D, bias):
+        return torch.func.functional_call(layer, {"A": A, "D": D, "bias": bias}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, A, D, bias))
+
+
+def test_gradients_match_autograd_through_scipy_free_reference():
+    """The analytic backward against plain autograd through structlin's dct/idct block by block."""
+    from structlin.transforms import dct, idct
+
+    layer = _random_layer(10, 10, depth=3)
+    x = torch.randn(6, 10, dtype=torch.float64, requires_grad=True)
+    layer(x).square().sum().backward()
+    A, D = layer.A.detach().requires_grad_(True), layer.D.detach().requires_grad_(True)
+    x2 = x.detach().requires_grad_(True)
+    v = x2
+    for i in range(3):
+        v = idct(D[i] * dct(A[i] * v))
+        if i < 2:
+            v = v[..., layer.permutations[i]]
+    (v + layer.bias.detach()).square().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=1e-10)
+    torch.testing.assert_close(layer.A.grad, A.grad, rtol=0, atol=1e-10)
+    torch.testing.assert_close(layer.D.grad, D.grad, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (2, 3), (1, 1, 4)])
+def test_batch_shapes(shape, backend):
+    layer = _random_layer(6, 4, depth=2)
+    x = torch.randn(*shape, 6, dtype=torch.float64)
+    y = layer(x)
+    assert y.shape == (*shape, 4)
+    if x.numel():
+        np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+
+
+def test_non_contiguous_and_expanded_inputs():
+    layer = _random_layer(8, 8, depth=2)
+    base = torch.randn(8, 16, dtype=torch.float64)
+    for x in (base.T, base[:, ::2], base[:1, :8].expand(3, 8)):
+        torch.testing.assert_close(layer(x), layer(x.contiguous()), rtol=0, atol=0)
+
+
+def test_state_dict_round_trip_reproduces_outputs_exactly():
+    torch.manual_seed(0)
+    layer = ACDC(20, 20, depth=4, activation="relu")
+    torch.manual_seed(1)
+    other = ACDC(20, 20, depth=4, activation="relu")
+    x = torch.randn(3, 20)
+    assert not torch.equal(layer(x), other(x))
+    assert "permutations" in layer.state_dict()
+    other.load_state_dict(layer.state_dict())
+    assert torch.equal(layer(x), other(x))
+
+
+def test_same_seed_same_layer_and_reset_parameters_redraws():
+    torch.manual_seed(3)
+    a = ACDC(16, 16, depth=3)
+    torch.manual_seed(3)
+    b = ACDC(16, 16, depth=3)
+    x = torch.randn(2, 16)
+    assert torch.equal(a(x), b(x))
+    before = a.A.detach().clone()
+    a.reset_parameters()
+    assert not torch.equal(a.A, before)
+
+
+def test_identity_init_is_the_identity_without_permutations():
+    layer = ACDC(9, 9, depth=5, init="identity", permute=False)
+    x = torch.randn(4, 9, dtype=torch.float32)
+    torch.testing.assert_close(layer(x), x, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_init_is_near_one():
+    torch.manual_seed(0)
+    layer = ACDC(512, 512, depth=2, init="paper")
+    for p in (layer.A, layer.D):
+        assert abs(p.mean().item() - 1) < 2e-3 and abs(p.std().item() - 0.01) < 2e-3
+
+
+def test_variance_preserving_init_keeps_scale_through_relus():
+    torch.manual_seed(0)
+    n, depth = 1024, 12
+    x = torch.randn(256, n)
+    preserving = ACDC(n, n, depth=depth, init="variance-preserving", activation="relu", bias=False)
+    paper = ACDC(n, n, depth=depth, init="paper", activation="relu", bias=False)
+    with torch.no_grad():
+        ratio_preserving = preserving(x).square().mean().item() / x.square().mean().item()
+        ratio_paper = paper(x).square().mean().item() / x.square().mean().item()
+    assert 0.7 < ratio_preserving < 1.4
+    # near-identity blocks keep the first ReLU's output non-negative, so only that ReLU removes anything
+    assert 0.4 < ratio_paper < 0.6
+
+
+def test_depth_strategies():
+    assert ACDC(1000, 1000, depth="log2").depth == 10
+    assert ACDC(5, 5, depth=lambda n: n + 1).depth == 6
+    assert "log2" in DEPTHS.names()
+
+
+def test_registering_a_user_init_and_depth():
+    @ACDC_INITS.register("all-twos-test")
+    class AllTwos(ACDCInit):
+        def init_(self, A, D, activation_gain=1.0):
+            A.fill_(2.0)
+            D.fill_(2.0)
+
+    @DEPTHS.register("three-test")
+    def three(n):
+        return 3
+
+    layer = ACDC(4, 4, init="all-twos-test", depth="three-test", permute=False, bias=False)
+    assert layer.depth == 3
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(layer(x), 64 * x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"init": "nope"}, "valid names: .*identity, paper, variance-preserving"),
+        ({"depth": "nope"}, "valid names: .*log2"),
+        ({"depth": 0}, "depth must be an int >= 1"),
+        ({"activation": "nope"}, "valid names: gelu, relu, sigmoid, silu, tanh"),
+        ({"activation": 3}, "activation must be None"),
+    ],
+)
+def test_unknown_strategies_list_valid_ones(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ACDC(8, 8, **kwargs)
+
+
+def test_bad_inputs_name_the_expected_value():
+    layer = ACDC(8, 4)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 8\)"):
+        layer(torch.randn(2, 7))
+    with pytest.raises(TypeError, match="floating-point"):
+        layer(torch.ones(2, 8, dtype=torch.long))
+    with pytest.raises(TypeError, match="float32 inputs"):
+        layer(torch.ones(2, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="positive int"):
+        ACDC(0, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_give_half_outputs(dtype):
+    layer = ACDC(16, 16, depth=2)
+    x = torch.randn(3, 16)
+    y = layer(x.to(dtype))
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, layer(x.to(dtype).float()).to(dtype), rtol=0, atol=0)
+
+
+def test_registry_and_create():
+    assert "acdc" in structlin.available_layers()
+    layer = StructuredLayer.create("acdc", 16, 8, depth=2)
+    assert isinstance(layer, ACDC) and (layer.in_features, layer.out_features, layer.depth) == (16, 8, 2)
+    with pytest.raises(ValueError, match="unknown layer kind 'nope'; valid names: .*acdc"):
+        StructuredLayer.create("nope", 4, 4)
+
+
+def test_register_a_user_layer_kind():
+    @structlin.register_layer("scaled-identity-test")
+    class ScaledIdentity(StructuredLayer):
+        def __init__(self, in_features, out_features, scale=2.0):
+            super().__init__(in_features, out_features)
+            self.scale = scale
+
+        def forward(self, x):
+            return self.scale * x
+
+    layer = StructuredLayer.create("scaled-identity-test", 3, 3, scale=3.0)
+    assert torch.equal(layer(torch.ones(3)), torch.full((3,), 3.0))
+    with pytest.raises(TypeError, match="not a linear map"):
+        layer.to_dense()
+
+
+def test_extra_repr_and_cost():
+    layer = ACDC(100, 50, depth=3, activation="relu")
+    text = repr(layer)
+    assert "in_features=100" in text and "depth=3" in text and "size=100" in text
+    cost = layer.cost((8,))
+    assert cost.params == sum(p.numel() for p in layer.parameters()) == 2 * 3 * 100 + 50
+    assert cost.saved_bytes == 8 * 100 * 4 * (3 + 2)
+
+
+def _saved_bytes(layer, x):
+    """Bytes autograd saves for backward: ``(all, activations)``, activations being the saved tensors with the
+    input's batch shape (the rest are parameter-sized pieces and indices)."""
+    total = activations = 0
+
+    def pack(t):
+        nonlocal total, activations
+        size = t.numel() * t.element_size()
+        total += size
+        if t.shape[:-1] == x.shape[:-1]:
+            activations += size
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x)
+    return total, activations
+
+
+@pytest.mark.parametrize("depth, activation", [(1, None), (4, None), (4, "relu")])
+def test_saved_bytes_match_cost_and_stay_within_two_inputs_per_block(depth, activation):
+    layer = ACDC(256, 256, depth=depth, activation=activation)
+    x = torch.randn(64, 256, requires_grad=True)
+    total, activations = _saved_bytes(layer, x)
+    assert activations == layer.cost((64,)).saved_bytes
+    assert total <= depth * 2 * 64 * 256 * 4
+
+
+def test_flop_counter_sees_the_blocks():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from structlin.costs import acdc_block_backward_flops, acdc_block_flops
+
+    layer = ACDC(1024, 1024, depth=3, bias=False)
+    x = torch.randn(8, 1024, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        layer(x).sum().backward()
+    counts = {str(op): c for op, c in counter.get_flop_counts()["Global"].items()}
+    assert counts["structlin.acdc_block"] == 3 * 8 * acdc_block_flops(1024)
+    assert counts["structlin.acdc_block_backward"] == 3 * 8 * acdc_block_backward_flops(1024)
+
+
+@pytest.mark.slow
+def test_compiled_matches_eager():
+    layer = _random_layer(24, 16, depth=3, activation="relu")
+    x = torch.randn(5, 24, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    y_eager = layer(x)
+    (g_eager,) = torch.autograd.grad(y_eager.square().sum(), x)
+    torch.testing.assert_close(y, y_eager, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g, g_eager, rtol=1e-12, atol=1e-12)
+
+
+def test_on_device(device):
+    layer = _random_layer(12, 10, depth=3, activation="relu")
+    x = torch.randn(4, 12, dtype=torch.float64)
+    moved = _random_layer(12, 10, depth=3, activation="relu").to(device)
+    moved.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(moved(x.to(device)).cpu(), layer(x), rtol=0, atol=1e-10)
