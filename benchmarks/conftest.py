@@ -1,8 +1,8 @@
 """Options shared by the benchmark suites: sizes, batch and device.
 
 Run with ``pytest benchmarks``; pass ``--benchmark-json out.json`` and ``python benchmarks/summarize.py out.json``
-for the ratio table kept in ``docs/benchmarks.md``. During the test run (``--benchmark-disable``) every
-benchmark runs once as a smoke test.
+for the ratio table kept in ``docs/benchmarks.md``. The test command collects them with ``--benchmark-disable``,
+which runs every benchmark once, at N = 256, as a smoke test.
 """
 
 import pytest
@@ -11,14 +11,20 @@ import torch
 
 def pytest_addoption(parser):
     group = parser.getgroup("structlin benchmarks")
-    group.addoption("--sizes", default="256,1024,4096,16384", help="comma-separated transform lengths N")
+    group.addoption(
+        "--sizes",
+        default=None,
+        help="comma-separated sizes N (default 256,1024,4096,16384; 256 alone with --benchmark-disable)",
+    )
     group.addoption("--batch", type=int, default=128, help="rows per call")
     group.addoption("--device", default="cpu", help="cpu or cuda")
 
 
 def pytest_generate_tests(metafunc):
     if "n" in metafunc.fixturenames:
-        sizes = [int(s) for s in metafunc.config.getoption("--sizes").split(",")]
+        config = metafunc.config
+        default = "256" if config.getoption("benchmark_disable", False) else "256,1024,4096,16384"
+        sizes = [int(s) for s in (config.getoption("--sizes") or default).split(",")]
         metafunc.parametrize("n", sizes)
 
 

@@ -1,0 +1,78 @@
+"""Speed of ACDC against ``nn.Linear`` of the same shape, FFTs of the same tensor, and a torch_dct cascade.
+
+Groups (float32, batch 128 by default):
+
+* ``acdc block forward N=…``: one block vs ``torch.fft.rfft`` followed by ``torch.fft.irfft`` (the reference);
+* ``acdc block forward+backward N=…``: one block vs ``nn.Linear(N, N)``;
+* ``acdc depth-12 forward+backward N=…``: a 12-block cascade vs ``nn.Linear(N, N)`` and vs the same cascade
+  written with ``torch_dct.dct``/``idct`` and plain autograd (no permutations in either, for a like-for-like
+  comparison of the blocks).
+"""
+
+import pytest
+import torch
+import torch_dct
+from torch import nn
+
+from structlin import ACDC
+
+
+@pytest.fixture
+def x(n, batch, bench_device):
+    torch.manual_seed(0)
+    return torch.randn(batch, n, device=bench_device)
+
+
+def _forward_backward(module, x):
+    def step():
+        for p in module.parameters():
+            p.grad = None
+        x.grad = None
+        module(x).sum().backward()
+
+    return step
+
+
+class TorchDctCascade(nn.Module):
+    """The same blocks with torch_dct's DCT and autograd through it (the usual pure-PyTorch ACDC)."""
+
+    def __init__(self, n, depth):
+        super().__init__()
+        self.A = nn.Parameter(torch.randn(depth, n) * 0.01 + 1)
+        self.D = nn.Parameter(torch.randn(depth, n) * 0.01 + 1)
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x):
+        for a, d in zip(self.A, self.D):
+            x = torch_dct.idct(d * torch_dct.dct(a * x, norm="ortho"), norm="ortho")
+        return x + self.bias
+
+
+@pytest.mark.parametrize("impl", ["structlin", "torch.fft.rfft+irfft"])
+def test_acdc_block_forward(timed, impl, x, n):
+    if impl == "structlin":
+        layer = ACDC(n, n, depth=1).to(x.device)
+        with torch.no_grad():
+            timed(f"acdc block forward N={n}", lambda: layer(x))
+    else:
+        timed(f"acdc block forward N={n}", lambda: torch.fft.irfft(torch.fft.rfft(x), n=n))
+
+
+@pytest.mark.parametrize("impl", ["structlin", "nn.Linear"])
+def test_acdc_block_forward_backward(timed, impl, x, n):
+    module = (ACDC(n, n, depth=1) if impl == "structlin" else nn.Linear(n, n)).to(x.device)
+    x.requires_grad_(True)
+    timed(f"acdc block forward+backward N={n}", _forward_backward(module, x))
+
+
+@pytest.mark.parametrize("impl", ["structlin", "structlin-permuted", "torch_dct-autograd", "nn.Linear"])
+def test_acdc_depth12_forward_backward(timed, impl, x, n):
+    modules = {
+        "structlin": lambda: ACDC(n, n, depth=12, permute=False),
+        "structlin-permuted": lambda: ACDC(n, n, depth=12, permute=True),
+        "torch_dct-autograd": lambda: TorchDctCascade(n, 12),
+        "nn.Linear": lambda: nn.Linear(n, n),
+    }
+    module = modules[impl]().to(x.device)
+    x.requires_grad_(True)
+    timed(f"acdc depth-12 forward+backward N={n}", _forward_backward(module, x))
