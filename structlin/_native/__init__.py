@@ -13,7 +13,8 @@ torch's own (libgomp) pool; otherwise with plain pthreads
 ``STRUCTLIN_NATIVE=0`` disables the native path.  Any failure (no compiler,
 compile or load error) disables it as well; :func:`native_status` says why,
 and a warning is issued only when ``STRUCTLIN_NATIVE=1`` was set explicitly.
-Nothing here raises at import time.
+Nothing here raises at import time.  A failed build is remembered in the cache
+folder (``*.failed``); delete the folder to retry.
 
 Tensor wrappers (CPU, contiguous, all float32 or all float64; ``rows`` = size
 of dim 0, ``n`` = signal length, ``m = n // 2 + 1``; complex tensors are passed
@@ -57,7 +58,6 @@ __all__ = [
 
 _ABI_VERSION = 1
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
-_LIBNAME = "libstructlin_kernels.so"
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
 
@@ -132,7 +132,7 @@ def _build(cc: list[str], out_dir: str, variant: str, extra: list[str]) -> str:
             return lib
         if os.path.exists(failed):
             with open(failed, encoding="utf-8", errors="replace") as f:
-                raise RuntimeError(f"{variant} build failed earlier ({failed}): {f.read()[-500:]}")
+                raise RuntimeError(f"{variant} build failed earlier ({failed}): {f.read()}")
         fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
         os.close(fd)
         try:
@@ -140,11 +140,11 @@ def _build(cc: list[str], out_dir: str, variant: str, extra: list[str]) -> str:
                 r = _run(cc + _BASE_FLAGS + march + extra + [_SRC, "-o", tmp])
                 if r.returncode == 0:
                     break
-            else:  # keep the start of the output: the first errors
-                msg = r.stdout.decode(errors="replace").strip()[:1500]
+            else:  # keep the start of the output (the first errors), on one line
+                msg = " ".join(r.stdout.decode(errors="replace").split())[:800]
                 with open(failed, "w", encoding="utf-8") as f:
                     f.write(msg)
-                raise RuntimeError(f"{variant} build failed:\n{msg}")
+                raise RuntimeError(f"{variant} build failed: {msg}")
             os.chmod(tmp, 0o755)
             os.replace(tmp, lib)
         finally:
@@ -189,50 +189,54 @@ def _load() -> dict | None:
     with _lock:
         if _tried:
             return _fns
-        _tried = True
-        env = os.environ.get("STRUCTLIN_NATIVE", "").strip()
-        if env == "0":
-            _status = "disabled (STRUCTLIN_NATIVE=0)"
-            return None
         try:
-            cc = _find_compiler()
-            if cc is None:
-                raise RuntimeError("no C compiler found (set $CC)")
-            ver = _run(cc + ["--version"]).stdout
-            with open(_SRC, "rb") as f:
-                src = f.read()
-            h = hashlib.sha256()
-            for part in (src, shutil.which(cc[0]).encode(), " ".join(cc).encode(), ver,
-                         " ".join(_BASE_FLAGS + _NATIVE_FLAGS).encode(),
-                         platform.machine().encode(), _cpu_flags().encode()):
-                h.update(part)
-                h.update(b"\0")
-            out_dir = os.path.join(_cache_root(), h.hexdigest()[:20])
-            # OpenMP first: it shares torch's libgomp thread pool (see kernels.c)
-            variants = [("openmp", ["-fopenmp"]), ("pthreads", [])]
-            if os.environ.get("STRUCTLIN_NATIVE_OPENMP", "").strip() == "0":
-                variants = variants[1:]
-            errors = []
-            for variant, extra in variants:
-                try:
-                    lib_path = _build(cc, out_dir, variant, extra)
-                    _fns = _bind(ctypes.CDLL(lib_path))
-                    break
-                except Exception as e:  # noqa: BLE001 -- try the next variant
-                    errors.append(f"[{variant}] {type(e).__name__}: {e}")
-            else:
-                raise RuntimeError("; ".join(errors))
-            _status = f"loaded ({variant}) {lib_path}"
-        except Exception as e:  # noqa: BLE001 -- any failure disables the native path
-            _fns = None
-            _status = f"unavailable: {type(e).__name__}: {e}"
-            if env == "1":
-                warnings.warn(f"structlin native kernels {_status}", RuntimeWarning, stacklevel=3)
-        return _fns
+            env = os.environ.get("STRUCTLIN_NATIVE", "").strip()
+            if env == "0":
+                _status = "disabled (STRUCTLIN_NATIVE=0)"
+                return None
+            try:
+                _fns, _status = _build_and_bind()
+            except Exception as e:  # noqa: BLE001 -- any failure disables the native path
+                _fns = None
+                _status = f"unavailable: {type(e).__name__}: {e}"
+                if env == "1":
+                    warnings.warn(f"structlin native kernels {_status}", RuntimeWarning,
+                                  stacklevel=3)
+            return _fns
+        finally:
+            _tried = True  # set last: other threads wait on _lock until then
+
+
+def _build_and_bind() -> tuple[dict, str]:
+    cc = _find_compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set $CC)")
+    ver = _run(cc + ["--version"]).stdout
+    with open(_SRC, "rb") as f:
+        src = f.read()
+    h = hashlib.sha256()
+    for part in (src, shutil.which(cc[0]).encode(), " ".join(cc).encode(), ver,
+                 " ".join(_BASE_FLAGS + _NATIVE_FLAGS).encode(), platform.machine().encode(),
+                 _cpu_flags().encode()):
+        h.update(part)
+        h.update(b"\0")
+    out_dir = os.path.join(_cache_root(), h.hexdigest()[:20])
+    # OpenMP first: loaded next to torch it shares torch's libgomp thread pool
+    variants = [("openmp", ["-fopenmp"]), ("pthreads", [])]
+    if os.environ.get("STRUCTLIN_NATIVE_OPENMP", "").strip() == "0":
+        variants = variants[1:]
+    errors = []
+    for variant, extra in variants:
+        try:
+            lib_path = _build(cc, out_dir, variant, extra)
+            return _bind(ctypes.CDLL(lib_path)), f"loaded ({variant}) {lib_path}"
+        except Exception as e:  # noqa: BLE001 -- try the next variant
+            errors.append(f"[{variant}] {type(e).__name__}: {e}")
+    raise RuntimeError("; ".join(errors))
 
 
 def available() -> bool:
-    """True if the native kernels are (or could now be) loaded."""
+    """True if the native kernels are loaded (the first call builds/loads them)."""
     return (_fns if _tried else _load()) is not None
 
 

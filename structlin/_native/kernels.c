@@ -32,8 +32,6 @@
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
 
-/* Below SL_PAR_MIN_ELEMS elements (rows*n) a kernel runs on the calling
- * thread (defaults by threading backend, see below). */
 /* FWHT rows up to this many bytes are transformed entirely in L1. */
 #ifndef SL_FWHT_L1_BYTES
 #define SL_FWHT_L1_BYTES 16384
@@ -158,8 +156,8 @@ typedef void (*sl_task_fn)(void *ctx, int64_t i0, int64_t i1);
 #ifdef _OPENMP
 #include <omp.h>
 #define SL_BACKEND 1
-#ifndef SL_PAR_MIN_ELEMS
-#define SL_PAR_MIN_ELEMS (1 << 16)
+#ifndef SL_PAR_MIN_ELEMS /* smaller tensors run on the calling thread */
+#define SL_PAR_MIN_ELEMS (1 << 15)
 #endif
 
 /* Run fn over [0, items) split into nt contiguous ranges. */
@@ -178,8 +176,8 @@ static void sl_parallel(sl_task_fn fn, void *ctx, int64_t items, int nt) {
 
 #else /* pthreads */
 #define SL_BACKEND 0
-#ifndef SL_PAR_MIN_ELEMS
-#define SL_PAR_MIN_ELEMS (1 << 18)
+#ifndef SL_PAR_MIN_ELEMS /* smaller tensors run on the calling thread */
+#define SL_PAR_MIN_ELEMS (1 << 20)
 #endif
 
 typedef struct {
@@ -268,10 +266,10 @@ typedef struct {
     int64_t rows, n, parts;
 } sl_dct_ctx;
 
-static int64_t sl_dct_parts(int64_t rows, int64_t n, int nthreads) {
+static int64_t sl_dct_parts(int64_t rows, int64_t K, int nthreads) {
     if (nthreads <= 1 || rows >= 2 * (int64_t)nthreads) return 1;
     int64_t p = (2 * (int64_t)nthreads + rows - 1) / rows;
-    int64_t pmax = n / 4096; /* keep each part >= ~4K elements */
+    int64_t pmax = K / 4096; /* keep each part >= 4K indices */
     if (p > pmax) p = pmax;
     return p < 1 ? 1 : p;
 }
@@ -486,7 +484,7 @@ SL_INLINE V SFX(lanes)(V x, int lim) {
 /* Full size-r WHT across r vectors held in registers.  On x86 with FMA,
  * half of the differences are computed as fma(q, -1, p) (exactly p - q): on
  * AMD Zen the adds and the FMAs run on separate pipes, and the add pipes are
- * the bottleneck (~10% faster).  m1 must be an opaque -1 (sl_opaque). */
+ * the bottleneck (~10% faster).  m1 must be an opaque -1 (see m1 below). */
 #define SFX_BF(i)                                                     \
     if ((i) + h_ < r && !((i) & h_)) {                                \
         V p_ = v[i], q_ = v[(i) + h_];                                \
@@ -639,7 +637,7 @@ static void SFX(fwht_long)(T *x, int64_t n, int64_t C, T scale, int scl) {
     SFX(pass)(x, n / W, sub / W, 0, sub / W, (int)r, scale, scl);
 }
 
-/* Plain scalar WHT of one row (small n and the fallback). */
+/* Plain scalar WHT of one row (leftover rows when n < W). */
 static void SFX(fwht_scalar)(T *x, int64_t n, T scale, int scl) {
     for (int64_t h = 1; h < n; h <<= 1)
         for (int64_t i = 0; i < n; i += 2 * h)
@@ -698,7 +696,8 @@ static void SFX(fwht_small_task)(void *c_, int64_t v0, int64_t v1) {
 
 SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads) {
     if (rows <= 0 || n <= 0) return;
-    SFX(fwht_ctx) c = {x, rows, n, SL_FWHT_L1_BYTES / sizeof(T), scale, scale != (T)1};
+    int64_t C = SL_FWHT_L1_BYTES / sizeof(T);
+    SFX(fwht_ctx) c = {x, rows, n, C > W ? C : W, scale, scale != (T)1};
     const int64_t total = rows * n;
     if (n < W) {
         int64_t nvec = total / W;
@@ -706,7 +705,7 @@ SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads
         for (int64_t r = nvec * W / n; r < rows; r++) SFX(fwht_scalar)(x + r * n, n, scale, c.scl);
         return;
     }
-    int nt = sl_nthreads(nthreads, total, rows);
+    int nt = sl_nthreads(nthreads, total, INT64_MAX);
     if (n <= c.C || rows >= 4 * (int64_t)nt || nt <= 1) {
         sl_parallel(SFX(fwht_rows_task), &c, rows, sl_nthreads(nthreads, total, rows));
         return;
