@@ -255,7 +255,8 @@ def _fail(what: str) -> None:
     if (_fns if _tried else _load()) is None:
         raise RuntimeError(f"structlin native kernels {_status}")
     raise ValueError(f"{what}: tensors must be CPU, contiguous, all float32 or all float64, "
-                     "with matching shapes")
+                     "2-D (complex ones (rows, n // 2 + 1, 2)) with matching shapes, and the "
+                     "output must not be the input")
 
 
 def _table(t: torch.Tensor):
@@ -270,7 +271,7 @@ def dct_reorder(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out[:, i] = x[:, 2i], out[:, n-1-i] = x[:, 2i+1]; x, out: (rows, n)."""
     t = _table(x)
     pi, po = x.data_ptr(), out.data_ptr()
-    if (t is None or pi == po or not (x.is_cpu and out.is_cpu and x.dtype == out.dtype)
+    if (t is None or (pi == po and pi) or not (x.is_cpu and out.is_cpu and x.dtype == out.dtype)
             or not (x.is_contiguous() and out.is_contiguous())
             or x.dim() != 2 or out.shape != x.shape):
         _fail("dct_reorder")
@@ -283,7 +284,7 @@ def dct_unreorder(v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Inverse of dct_reorder: out[:, 2i] = v[:, i], out[:, 2i+1] = v[:, n-1-i]."""
     t = _table(v)
     pi, po = v.data_ptr(), out.data_ptr()
-    if (t is None or pi == po or not (v.is_cpu and out.is_cpu and v.dtype == out.dtype)
+    if (t is None or (pi == po and pi) or not (v.is_cpu and out.is_cpu and v.dtype == out.dtype)
             or not (v.is_contiguous() and out.is_contiguous())
             or v.dim() != 2 or out.shape != v.shape):
         _fail("dct_unreorder")

@@ -6,8 +6,10 @@
  *   - In-place fast Walsh-Hadamard transform (natural / Sylvester order).
  *
  * Plain C99 + GCC/Clang vector extensions; no Python or torch headers.
- * Build: cc -O3 -march=native -fPIC -shared -pthread kernels.c -o libx.so
+ * Build: cc -O3 -march=native -fPIC -shared -pthread [-fopenmp] kernels.c
  * (also correct with plain -O2 on any x86-64 / aarch64 gcc or clang).
+ * Threads: OpenMP when built with -fopenmp, else pthreads (see Fork-join);
+ * every kernel takes `nthreads`, the most threads it may use.
  *
  * Layout: every array is contiguous row-major, `rows` rows of length n.
  * m = n/2 + 1 is the number of rfft bins; complex arrays are interleaved
@@ -25,7 +27,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define SL_ABI_VERSION 1
 
