@@ -69,8 +69,8 @@ def _random_signs(like: torch.Tensor) -> torch.Tensor:
 class VariancePreserving(ACDCInit):
     """Keep the mean square of the signal through activations between blocks.
 
-    ``A = ε_A ⊙ N(√g, σ²)`` and ``D = ε_D ⊙ N(√g, σ²)`` with independent random signs ``ε = ±1`` and ``g``
-    the activation's gain (√2 for ReLU). Each block is then ``≈ g`` times an orthogonal map that mixes the
+    ``A = √g · ε_A ⊙ N(1, σ²)`` and ``D = √g · ε_D ⊙ N(1, σ²)`` with independent random signs ``ε = ±1`` and
+    ``g`` the activation's gain (√2 for ReLU). Each block is then ``≈ g`` times an orthogonal map that mixes the
     features (``C⁻¹ diag(ε_D) C``), so it multiplies the mean square by ``≈ g²`` and hands the activation a
     symmetric signal, whose mean square a ReLU halves. The last block, which no activation follows, gets
     ``g = 1``. Diagonals near +1 would not do: near-identity blocks do not mix, so every ReLU would zero

@@ -1,0 +1,69 @@
+"""Smoke tests of the example scripts: each runs its ``--quick`` mode in a subprocess and writes sane outputs.
+
+A subprocess keeps the scripts' global settings (``torch.set_num_threads``, seeds) out of this test session.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_quick(script: str, out: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_operator_approximation_quick(tmp_path):
+    pytest.importorskip("matplotlib")
+    run_quick("acdc_operator_approximation.py", tmp_path)
+    report = json.loads((tmp_path / "acdc_operator_approximation.json").read_text())
+    assert (tmp_path / "acdc_operator_approximation.png").stat().st_size > 0
+
+    depths = report["config"]["depths"]
+    runs = report["runs"]
+    assert {(r["depth"], r["permute"]) for r in runs} == {(k, p) for k in depths for p in (True, False)}
+    for r in runs:
+        assert r["finite"]
+        assert 0.0 <= r["relative_error"] <= 1.5
+        assert r["params"] == 2 * r["depth"] * report["config"]["n"]
+        # training must move the cascade from its near-identity start (error ≈ √2) towards W
+        assert r["relative_error"] < r["history"][0][1]
+    low_rank = [report["low_rank"][str(k)] for k in depths]
+    assert all(0.0 < e < 1.0 for e in low_rank)
+    assert low_rank == sorted(low_rank, reverse=True)  # more rank, less error
+
+
+def test_mlp_quick(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    run_quick("acdc_mlp.py", tmp_path)
+    report = json.loads((tmp_path / "acdc_mlp.json").read_text())
+    assert (tmp_path / "acdc_mlp.png").stat().st_size > 0
+
+    results = report["results"]
+    assert "digits" in results
+    for dataset, models in results.items():
+        assert set(models) == set(report["config"]["models"])
+        for kind, entry in models.items():
+            summary = entry["summary"]
+            assert 0.0 <= summary["test_acc_mean"] <= 1.0
+            assert 0.0 <= summary["train_acc_mean"] <= 1.0
+            assert summary["train_seconds_mean"] > 0
+            assert summary["params"] > summary["replaced_params"] > 0
+            for run in entry["runs"]:
+                assert math.isfinite(run["train_loss"])
+        # even two epochs put every model well above chance (10 classes) on load_digits
+        if dataset == "digits":
+            assert all(entry["summary"]["test_acc_mean"] > 0.3 for entry in models.values())
