@@ -9,6 +9,8 @@ from structlin import ACDC, StructuredLayer
 from structlin.strategies import ACDC_INITS, DEPTHS
 from structlin.strategies.init import ACDCInit
 
+from helpers import assert_compiled_matches_eager
+
 
 def _scipy_reference(layer: ACDC, x: torch.Tensor) -> np.ndarray:
     """The cascade block by block with scipy's DCT, in float64, in natural order."""
@@ -299,14 +301,7 @@ def test_flop_counter_sees_the_blocks():
 @pytest.mark.slow
 def test_compiled_matches_eager():
     layer = _random_layer(24, 16, depth=3, activation="relu")
-    x = torch.randn(5, 24, dtype=torch.float64, requires_grad=True)
-    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
-    y = compiled(x)
-    (g,) = torch.autograd.grad(y.square().sum(), x)
-    y_eager = layer(x)
-    (g_eager,) = torch.autograd.grad(y_eager.square().sum(), x)
-    torch.testing.assert_close(y, y_eager, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(g, g_eager, rtol=1e-12, atol=1e-12)
+    assert_compiled_matches_eager(layer, torch.randn(5, 24, dtype=torch.float64, requires_grad=True))
 
 
 def test_on_device(device):

@@ -5,6 +5,8 @@ import torch
 
 from structlin.transforms import dct, fwht, idct
 
+from helpers import assert_compiled_matches_eager
+
 
 def _pipeline(x):
     return fwht(idct(torch.sin(dct(x)) * 2.0, norm=None)) + dct(x, norm="forward")
@@ -14,13 +16,7 @@ def _pipeline(x):
 @pytest.mark.parametrize("backend_name", ["aot_eager", "inductor"])
 def test_compiled_forward_and_backward_equal_eager(backend_name, backend):
     x = torch.randn(4, 64, dtype=torch.float64, requires_grad=True)
-    compiled = torch.compile(_pipeline, fullgraph=True, backend=backend_name)
-    y = compiled(x)
-    (grad,) = torch.autograd.grad(y.square().sum(), x)
-    y_eager = _pipeline(x)
-    (grad_eager,) = torch.autograd.grad(y_eager.square().sum(), x)
-    torch.testing.assert_close(y, y_eager, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(grad, grad_eager, rtol=1e-12, atol=1e-12)
+    assert_compiled_matches_eager(_pipeline, x, backend=backend_name)
 
 
 @pytest.mark.slow
