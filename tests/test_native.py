@@ -1,0 +1,61 @@
+"""The native kernels' loader: built on this machine, switched off on request, and a clean fallback."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from structlin import _native
+
+_PROBE = textwrap.dedent(
+    """
+    import torch, scipy.fft
+    from structlin import _native
+    from structlin.transforms import dct, fwht, native_status
+    x = torch.randn(3, 10, dtype=torch.float64)
+    assert (dct(x) - torch.from_numpy(scipy.fft.dct(x.numpy(), norm="ortho"))).abs().max() < 1e-10
+    fwht(torch.randn(2, 8))
+    print(_native.available(), native_status())
+    """
+)
+
+
+def _probe(tmp_path, **env):
+    environment = {**os.environ, "STRUCTLIN_CACHE_DIR": str(tmp_path / "cache"), **env}
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler on this machine")
+def test_native_kernels_build_where_a_compiler_exists():
+    assert _native.available(), _native.native_status()
+    assert _native.native_status().startswith("loaded")
+
+
+def test_environment_variable_turns_them_off(tmp_path):
+    assert _probe(tmp_path, STRUCTLIN_NATIVE="0") == "False disabled (STRUCTLIN_NATIVE=0)"
+
+
+def test_without_a_compiler_the_pure_pytorch_path_computes_the_same(tmp_path):
+    out = _probe(tmp_path, CC="/nonexistent/cc")
+    assert out.startswith("False unavailable: RuntimeError: no C compiler found")
+
+
+def test_explicitly_requested_native_warns_when_it_cannot_build(tmp_path):
+    environment = {**os.environ, "STRUCTLIN_CACHE_DIR": str(tmp_path), "CC": "/nonexistent/cc", "STRUCTLIN_NATIVE": "1"}
+    code = "import warnings, torch; from structlin.transforms import dct; warnings.simplefilter('error'); dct(torch.ones(4))"
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "native kernels unavailable" in done.stderr
+
+
+def test_wrappers_reject_bad_tensors():
+    if not _native.available():
+        pytest.skip(_native.native_status())
+    import torch
+
+    with pytest.raises(ValueError):
+        _native.dct_reorder(torch.ones(2, 4), torch.ones(2, 4, dtype=torch.float64))
