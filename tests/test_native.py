@@ -59,3 +59,18 @@ def test_wrappers_reject_bad_tensors():
 
     with pytest.raises(ValueError):
         _native.dct_reorder(torch.ones(2, 4), torch.ones(2, 4, dtype=torch.float64))
+
+
+def test_gather_kernel_matches_index_select_with_zero_padding():
+    if not _native.available():
+        pytest.skip(_native.native_status())
+    import torch
+
+    for dtype in (torch.float32, torch.float64):
+        src = torch.randn(5, 7, dtype=dtype)
+        index = torch.tensor([6, -1, 0, 3, 3, -1, 2, 1, 5], dtype=torch.int64)
+        out = _native.gather(src, index, torch.empty(5, 9, dtype=dtype))
+        expected = torch.cat([src, torch.zeros(5, 1, dtype=dtype)], 1)[:, torch.where(index < 0, 7, index)]
+        assert torch.equal(out, expected)
+    with pytest.raises(ValueError):
+        _native.gather(src, torch.tensor([7]), torch.empty(5, 1, dtype=dtype))

@@ -25,6 +25,7 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
     dct_post(z, a, b, out)   DCT-II post-twiddle of z = rfft(reorder(x))
     idct_pre(X, a, b, z)     DCT-III pre-twiddle; x = unreorder(irfft(z, n))
     fwht_(x, scale)          in-place Walsh-Hadamard transform times scale
+    gather(src, idx, out)    out[:, j] = src[:, idx[j]], or 0 where idx[j] < 0
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -54,9 +55,10 @@ __all__ = [
     "dct_post",
     "idct_pre",
     "fwht_",
+    "gather",
 ]
 
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
@@ -173,6 +175,7 @@ def _bind(lib: ctypes.CDLL) -> dict:
             "sl_dct_post": [P, P, P, P, I64, I64, INT],
             "sl_idct_pre": [P, P, P, P, I64, I64, INT],
             "sl_fwht": [P, I64, I64, scalar, INT],
+            "sl_gather": [P, P, P, I64, I64, I64, INT],
         }
         row = []
         for name, argtypes in sig.items():
@@ -344,3 +347,17 @@ def fwht_(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         raise ValueError(f"fwht_: n = {n} is not a power of two")
     t[4](x.data_ptr(), rows, n, scale, torch.get_num_threads())
     return x
+
+
+def gather(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[:, j] = src[:, index[j]], or 0 where index[j] < 0. src: (rows, n_src), index: (n_dst,) int64
+    with entries < n_src, out: (rows, n_dst)."""
+    t = _table(src)
+    if (t is None or not (src.is_cpu and out.is_cpu and index.is_cpu and src.dtype == out.dtype)
+            or index.dtype != torch.int64 or not (src.is_contiguous() and out.is_contiguous() and index.is_contiguous())
+            or src.dim() != 2 or out.dim() != 2 or index.dim() != 1 or out.shape != (src.shape[0], index.shape[0])
+            or (index.numel() and int(index.max()) >= src.shape[1])):
+        _fail("gather")
+    rows, n_src = src.shape
+    t[5](src.data_ptr(), index.data_ptr(), out.data_ptr(), rows, n_src, index.shape[0], torch.get_num_threads())
+    return out

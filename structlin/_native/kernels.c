@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SL_ABI_VERSION 1
+#define SL_ABI_VERSION 2
 
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
@@ -267,6 +267,14 @@ typedef struct {
     int64_t rows, n, parts;
 } sl_dct_ctx;
 
+/* Context of the row gather: out[r, j] = idx[j] >= 0 ? src[r, idx[j]] : 0. */
+typedef struct {
+    const void *src;
+    const int64_t *idx;
+    void *out;
+    int64_t n_src, n_dst;
+} sl_gather_ctx;
+
 static int64_t sl_dct_parts(int64_t rows, int64_t K, int nthreads) {
     if (nthreads <= 1 || rows >= 2 * (int64_t)nthreads) return 1;
     int64_t p = (2 * (int64_t)nthreads + rows - 1) / rows;
@@ -432,6 +440,28 @@ static void SFX(dct_run)(sl_task_fn fn, const void *in, const void *a, const voi
     sl_dct_ctx c = {in, a, b, out, rows, n, sl_dct_parts(rows, K, nthreads)};
     int64_t items = rows * c.parts;
     sl_parallel(fn, &c, items, sl_nthreads(nthreads, rows * n, items));
+}
+
+/* Gather along each row: out[r, j] = idx[j] >= 0 ? src[r, idx[j]] : 0 (zero padding). */
+static void SFX(gather_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_gather_ctx *c = (const sl_gather_ctx *)c_;
+    const int64_t *restrict idx = c->idx;
+    const int64_t n_src = c->n_src, n_dst = c->n_dst;
+    for (int64_t r = i0; r < i1; r++) {
+        const T *restrict s = (const T *)c->src + r * n_src;
+        T *restrict o = (T *)c->out + r * n_dst;
+        for (int64_t j = 0; j < n_dst; j++) {
+            int64_t k = idx[j];
+            o[j] = k >= 0 ? s[k] : (T)0;
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_gather)(const T *src, const int64_t *idx, T *out, int64_t rows, int64_t n_src,
+                              int64_t n_dst, int nthreads) {
+    if (rows <= 0 || n_dst <= 0) return;
+    sl_gather_ctx c = {src, idx, out, n_src, n_dst};
+    sl_parallel(SFX(gather_task), &c, rows, sl_nthreads(nthreads, rows * n_dst, rows));
 }
 
 SL_EXPORT void SFX(sl_dct_reorder)(const T *x, T *v, int64_t rows, int64_t n, int nthreads) {

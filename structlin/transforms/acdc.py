@@ -26,7 +26,9 @@ import functools
 import numpy as np
 import torch
 
+from .. import _native
 from ..costs import acdc_block_backward_flops, acdc_block_flops
+from ._backend import uses_native
 from ._ops import register_flops
 
 __all__ = ["acdc_block", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order"]
@@ -58,8 +60,11 @@ def bin_coefficients(D: torch.Tensor, trig=None):
 
 
 def _apply_bins(spectrum: torch.Tensor, m00, m01, m11) -> torch.Tensor:
-    re, im = spectrum.real, spectrum.imag
-    return torch.complex(m00 * re + m01 * im, m01 * re + m11 * im)
+    """The symmetric 2×2 map on each bin, as ``α V + β conj(V)`` with ``α = (m00 + m11)/2`` and
+    ``β = (m00 − m11)/2 + i m01``: three passes over contiguous complex data instead of strided real views."""
+    alpha = (m00 + m11) / 2
+    beta = torch.complex((m00 - m11) / 2, m01)
+    return torch.addcmul(spectrum * alpha, torch.conj_physical(spectrum), beta)
 
 
 def _bin_weights(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -88,16 +93,24 @@ def _block_backward_impl(
     grad_u = torch.fft.irfft(_apply_bins(G, m00, m01, m11), n=n)
     U = torch.fft.rfft(rows_x * a)
     w = _bin_weights(n, a)
-    gr, gi, ur, ui = G.real, G.imag, U.real, U.imag
-    grad_m00 = w * (gr * ur).sum(0)
-    grad_m01 = w * (gr * ui + gi * ur).sum(0)
-    grad_m11 = w * (gi * ui).sum(0)
+    # Σ_rows G·U = Σ (GR UR − GI UI) + i Σ (GR UI + GI UR);  Σ_rows G·conj(U) has real part Σ (GR UR + GI UI)
+    product = (G * U).sum(0)
+    product_conj = (G * torch.conj_physical(U)).sum(0).real
+    grad_m00 = w * (product_conj + product.real) / 2
+    grad_m01 = w * product.imag
+    grad_m11 = w * (product_conj - product.real) / 2
     grad_a = (rows_x * grad_u).sum(0)
     return [(grad_u * a).reshape(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
 
 
 def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """``y[..., j] = x[..., index[j]]``, or 0 where ``index[j] < 0``."""
+    if uses_native(x) and x.numel():
+        rows = x.reshape(-1, x.shape[-1]).contiguous()
+        out = rows.new_empty(rows.shape[0], index.shape[0])
+        return _native.gather(rows, index, out).view(*x.shape[:-1], index.shape[0])
+    if index.device.type == "cpu" and (index.numel() == 0 or index.min() >= 0):  # no padding: skip the copy
+        return x.index_select(-1, index)
     padded = torch.cat([x, x.new_zeros(*x.shape[:-1], 1)], dim=-1)
     return padded.index_select(-1, torch.where(index < 0, x.shape[-1], index))
 
