@@ -64,7 +64,7 @@ def test_activations_between_blocks_match_reference(activation, backend):
 
 
 @pytest.mark.parametrize("in_features, out_features, depth, activation", [(6, 6, 1, None), (5, 8, 3, "relu"), (8, 3, 2, None)])
-def test_gradcheck_input_and_diagonals(in_features, out_features, depth, activation):
+def test_gradcheck_input_and_diagonals(in_features, out_features, depth, activation, backend):
     layer = _random_layer(in_features, out_features, depth=depth, activation=activation)
     x = torch.randn(3, in_features, dtype=torch.float64, requires_grad=True)
     A = layer.A.detach().clone().requires_grad_(True)
@@ -77,7 +77,7 @@ def test_gradcheck_input_and_diagonals(in_features, out_features, depth, activat
     assert torch.autograd.gradcheck(f, (x, A, D, bias))
 
 
-def test_gradients_match_autograd_through_scipy_free_reference():
+def test_gradients_match_autograd_through_scipy_free_reference(backend):
     """The analytic backward against plain autograd through structlin's dct/idct block by block."""
     from structlin.transforms import dct, idct
 
@@ -216,7 +216,7 @@ def test_bad_inputs_name_the_expected_value():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_give_half_outputs(dtype):
+def test_half_inputs_give_half_outputs(dtype, backend):
     layer = ACDC(16, 16, depth=2)
     x = torch.randn(3, 16)
     y = layer(x.to(dtype))

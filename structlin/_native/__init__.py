@@ -26,6 +26,8 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
     idct_pre(X, a, b, z)     DCT-III pre-twiddle; x = unreorder(irfft(z, n))
     fwht_(x, scale)          in-place Walsh-Hadamard transform times scale
     gather(src, idx, out)    out[:, j] = src[:, idx[j]], or 0 where idx[j] < 0
+    bin_map(z, m00, m01, m11, out)   ACDC per-bin 2x2 map (in place allowed)
+    bin_grad(g, u, acc)      ACDC coefficient gradients summed over rows, acc: (m, 3)
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -56,9 +58,11 @@ __all__ = [
     "idct_pre",
     "fwht_",
     "gather",
+    "bin_map",
+    "bin_grad",
 ]
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
@@ -176,6 +180,8 @@ def _bind(lib: ctypes.CDLL) -> dict:
             "sl_idct_pre": [P, P, P, P, I64, I64, INT],
             "sl_fwht": [P, I64, I64, scalar, INT],
             "sl_gather": [P, P, P, I64, I64, I64, INT],
+            "sl_bin_map": [P, P, P, P, P, I64, I64, INT],
+            "sl_bin_grad": [P, P, P, I64, I64, INT],
         }
         row = []
         for name, argtypes in sig.items():
@@ -361,3 +367,36 @@ def gather(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> torch.T
     rows, n_src = src.shape
     t[5](src.data_ptr(), index.data_ptr(), out.data_ptr(), rows, n_src, index.shape[0], torch.get_num_threads())
     return out
+
+
+def _bins_ok(*complex_views: torch.Tensor) -> bool:
+    first = complex_views[0]
+    return all(
+        t.is_cpu and t.dtype == first.dtype and t.is_contiguous() and t.dim() == 3 and t.shape[2] == 2
+        and t.shape == first.shape for t in complex_views
+    )
+
+
+def bin_map(z: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """ACDC per-bin map. z, out: (rows, m, 2) real views of complex tensors (out may be z); m00, m01, m11: (m,).
+    out = (m00 R + m01 I, m01 R + m11 I) per bin."""
+    t = _table(z)
+    m = z.shape[1] if z.dim() == 3 else -1
+    if t is None or not _bins_ok(z, out) or any(
+        c.dtype != z.dtype or not c.is_cpu or not c.is_contiguous() or c.shape != (m,) for c in (m00, m01, m11)
+    ):
+        _fail("bin_map")
+    t[6](z.data_ptr(), m00.data_ptr(), m01.data_ptr(), m11.data_ptr(), out.data_ptr(), z.shape[0], m,
+         torch.get_num_threads())
+    return out
+
+
+def bin_grad(g: torch.Tensor, u: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+    """Sums over rows, per bin k: acc[k] = (Σ GR UR, Σ GR UI + GI UR, Σ GI UI). g, u: (rows, m, 2); acc: (m, 3)."""
+    t = _table(g)
+    if t is None or not _bins_ok(g, u) or not (
+        acc.is_cpu and acc.dtype == g.dtype and acc.is_contiguous() and acc.shape == (g.shape[1], 3)
+    ):
+        _fail("bin_grad")
+    t[7](g.data_ptr(), u.data_ptr(), acc.data_ptr(), g.shape[0], g.shape[1], torch.get_num_threads())
+    return acc

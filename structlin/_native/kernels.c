@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SL_ABI_VERSION 2
+#define SL_ABI_VERSION 3
 
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
@@ -275,6 +275,15 @@ typedef struct {
     int64_t n_src, n_dst;
 } sl_gather_ctx;
 
+/* Context of the ACDC bin kernels: rows × m complex bins, per-bin coefficients. */
+typedef struct {
+    const void *z, *u, *c0, *c1, *c2;
+    void *out, *acc;
+    int64_t rows, m;
+} sl_bins_ctx;
+
+#define SL_BIN_CHUNK 256 /* bins per work item of the column-parallel kernels */
+
 static int64_t sl_dct_parts(int64_t rows, int64_t K, int nthreads) {
     if (nthreads <= 1 || rows >= 2 * (int64_t)nthreads) return 1;
     int64_t p = (2 * (int64_t)nthreads + rows - 1) / rows;
@@ -462,6 +471,61 @@ SL_EXPORT void SFX(sl_gather)(const T *src, const int64_t *idx, T *out, int64_t 
     if (rows <= 0 || n_dst <= 0) return;
     sl_gather_ctx c = {src, idx, out, n_src, n_dst};
     sl_parallel(SFX(gather_task), &c, rows, sl_nthreads(nthreads, rows * n_dst, rows));
+}
+
+/* ACDC per-bin map, in place allowed: for each bin z = R + iI,
+ * out = (m00 R + m01 I) + i (m01 R + m11 I). Parallel over rows. */
+static void SFX(bin_map_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_bins_ctx *c = (const sl_bins_ctx *)c_;
+    const T *m00 = (const T *)c->c0, *m01 = (const T *)c->c1, *m11 = (const T *)c->c2;
+    const int64_t m = c->m;
+    for (int64_t r = i0; r < i1; r++) {
+        const T *z = (const T *)c->z + 2 * r * m;
+        T *o = (T *)c->out + 2 * r * m;
+        SL_IVDEP
+        for (int64_t k = 0; k < m; k++) {
+            T re = z[2 * k], im = z[2 * k + 1];
+            o[2 * k] = m00[k] * re + m01[k] * im;
+            o[2 * k + 1] = m01[k] * re + m11[k] * im;
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_bin_map)(const T *z, const T *m00, const T *m01, const T *m11, T *out,
+                               int64_t rows, int64_t m, int nthreads) {
+    if (rows <= 0 || m <= 0) return;
+    sl_bins_ctx c = {z, NULL, m00, m01, m11, out, NULL, rows, m};
+    sl_parallel(SFX(bin_map_task), &c, rows, sl_nthreads(nthreads, rows * m * 2, rows));
+}
+
+/* Coefficient gradients of the bin map: for each bin k, summed over rows,
+ * acc[3k] = Σ GR UR,  acc[3k+1] = Σ (GR UI + GI UR),  acc[3k+2] = Σ GI UI.
+ * Parallel over chunks of bins, so no two threads write the same sum. */
+static void SFX(bin_grad_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_bins_ctx *c = (const sl_bins_ctx *)c_;
+    const int64_t m = c->m;
+    T *acc = (T *)c->acc;
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t k0 = it * SL_BIN_CHUNK, k1 = k0 + SL_BIN_CHUNK < m ? k0 + SL_BIN_CHUNK : m;
+        for (int64_t k = k0; k < k1; k++) acc[3 * k] = acc[3 * k + 1] = acc[3 * k + 2] = 0;
+        for (int64_t r = 0; r < c->rows; r++) {
+            const T *g = (const T *)c->z + 2 * r * m, *u = (const T *)c->u + 2 * r * m;
+            SL_IVDEP
+            for (int64_t k = k0; k < k1; k++) {
+                T gr = g[2 * k], gi = g[2 * k + 1], ur = u[2 * k], ui = u[2 * k + 1];
+                acc[3 * k] += gr * ur;
+                acc[3 * k + 1] += gr * ui + gi * ur;
+                acc[3 * k + 2] += gi * ui;
+            }
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_bin_grad)(const T *g, const T *u, T *acc, int64_t rows, int64_t m, int nthreads) {
+    if (m <= 0) return;
+    sl_bins_ctx c = {g, u, NULL, NULL, NULL, NULL, acc, rows, m};
+    int64_t items = (m + SL_BIN_CHUNK - 1) / SL_BIN_CHUNK;
+    sl_parallel(SFX(bin_grad_task), &c, items, sl_nthreads(nthreads, rows * m * 2, items));
 }
 
 SL_EXPORT void SFX(sl_dct_reorder)(const T *x, T *v, int64_t rows, int64_t n, int nthreads) {

@@ -60,8 +60,12 @@ def bin_coefficients(D: torch.Tensor, trig=None):
 
 
 def _apply_bins(spectrum: torch.Tensor, m00, m01, m11) -> torch.Tensor:
-    """The symmetric 2×2 map on each bin, as ``α V + β conj(V)`` with ``α = (m00 + m11)/2`` and
-    ``β = (m00 − m11)/2 + i m01``: three passes over contiguous complex data instead of strided real views."""
+    """The symmetric 2×2 map on each bin: one native pass on the CPU, else ``α V + β conj(V)`` with
+    ``α = (m00 + m11)/2`` and ``β = (m00 − m11)/2 + i m01`` (three passes over contiguous complex data)."""
+    if uses_native(spectrum.real) and spectrum.dim() == 2 and spectrum.is_contiguous():
+        view = torch.view_as_real(spectrum)
+        _native.bin_map(view, m00.contiguous(), m01.contiguous(), m11.contiguous(), view)
+        return spectrum
     alpha = (m00 + m11) / 2
     beta = torch.complex((m00 - m11) / 2, m01)
     return torch.addcmul(spectrum * alpha, torch.conj_physical(spectrum), beta)
@@ -78,7 +82,9 @@ def _bin_weights(n: int, like: torch.Tensor) -> torch.Tensor:
 def _block_impl(x: torch.Tensor, a: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor) -> torch.Tensor:
     if x.numel() == 0:  # some FFT backends reject empty batches
         return x.new_empty(x.shape)
-    return torch.fft.irfft(_apply_bins(torch.fft.rfft(x * a), m00, m01, m11), n=x.shape[-1])
+    n = x.shape[-1]
+    spectrum = torch.fft.rfft((x * a).reshape(-1, n))
+    return torch.fft.irfft(_apply_bins(spectrum, m00, m01, m11), n=n).view(x.shape)
 
 
 def _block_backward_impl(
@@ -87,20 +93,25 @@ def _block_backward_impl(
     if x.numel() == 0:
         return [x.new_empty(x.shape)] + [torch.zeros_like(t) for t in (a, m00, m01, m11)]
     n = x.shape[-1]
-    rows_g = grad.reshape(-1, n)
     rows_x = x.reshape(-1, n)
-    G = torch.fft.rfft(rows_g)
-    grad_u = torch.fft.irfft(_apply_bins(G, m00, m01, m11), n=n)
+    G = torch.fft.rfft(grad.reshape(-1, n))
     U = torch.fft.rfft(rows_x * a)
+    sums = _coefficient_sums(G, U)  # before the map below, which may overwrite G
+    grad_u = torch.fft.irfft(_apply_bins(G, m00, m01, m11), n=n)
     w = _bin_weights(n, a)
-    # Σ_rows G·U = Σ (GR UR − GI UI) + i Σ (GR UI + GI UR);  Σ_rows G·conj(U) has real part Σ (GR UR + GI UI)
-    product = (G * U).sum(0)
-    product_conj = (G * torch.conj_physical(U)).sum(0).real
-    grad_m00 = w * (product_conj + product.real) / 2
-    grad_m01 = w * product.imag
-    grad_m11 = w * (product_conj - product.real) / 2
+    grad_m00, grad_m01, grad_m11 = (w * sums[:, i] for i in range(3))
     grad_a = (rows_x * grad_u).sum(0)
     return [(grad_u * a).reshape(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
+
+
+def _coefficient_sums(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """``(m, 3)``: per bin, summed over rows, ``Σ GR UR``, ``Σ (GR UI + GI UR)``, ``Σ GI UI``."""
+    if uses_native(G.real) and G.is_contiguous() and U.is_contiguous():
+        return _native.bin_grad(torch.view_as_real(G), torch.view_as_real(U), G.real.new_empty(G.shape[-1], 3))
+    # Σ G·U = Σ (GR UR − GI UI) + i Σ (GR UI + GI UR);  Σ G·conj(U) has real part Σ (GR UR + GI UI)
+    product = (G * U).sum(0)
+    product_conj = (G * torch.conj_physical(U)).sum(0).real
+    return torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1)
 
 
 def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
