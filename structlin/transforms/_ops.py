@@ -14,12 +14,13 @@ from typing import Callable
 
 import torch
 
-__all__ = ["define_linear_op", "autograd_function_op", "register_flops"]
+__all__ = ["define_linear_op", "autograd_function_op", "register_flops", "rows_of"]
 
 _NAMESPACE = "structlin"
 
 
-def _rows(shape) -> int:
+def rows_of(shape) -> int:
+    """Number of rows a last-dimension transform of a tensor of ``shape`` acts on: ``prod(shape[:-1])``."""
     return math.prod(shape[:-1])
 
 
@@ -71,7 +72,7 @@ def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_ro
         return backward(grad, ctx.option), None
 
     op.register_autograd(backward_, setup_context=setup_context)
-    register_flops(name, lambda x_shape, option, *args, **kwargs: _rows(x_shape) * flops_per_row(x_shape[-1], option))
+    register_flops(name, lambda x_shape, option, *args, **kwargs: rows_of(x_shape) * flops_per_row(x_shape[-1], option))
     return op
 
 

@@ -29,7 +29,7 @@ import torch
 from .. import _native
 from ..costs import acdc_block_backward_flops, acdc_block_flops
 from ._backend import uses_native
-from ._ops import register_flops
+from ._ops import register_flops, rows_of
 
 __all__ = ["acdc_block", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order"]
 
@@ -173,11 +173,11 @@ if hasattr(torch.library, "custom_op"):
     _block_op.register_autograd(_block_backward, setup_context=_block_setup)
     _gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
     register_flops(
-        "acdc_block", lambda x_shape, *args, out_shape=None, **kw: _rows(x_shape) * acdc_block_flops(x_shape[-1])
+        "acdc_block", lambda x_shape, *args, out_shape=None, **kw: rows_of(x_shape) * acdc_block_flops(x_shape[-1])
     )
     register_flops(
         "acdc_block_backward",
-        lambda g_shape, *args, out_shape=None, **kw: _rows(g_shape) * acdc_block_backward_flops(g_shape[-1]),
+        lambda g_shape, *args, out_shape=None, **kw: rows_of(g_shape) * acdc_block_backward_flops(g_shape[-1]),
     )
 else:  # torch < 2.4
     class _Block(torch.autograd.Function):
@@ -202,10 +202,6 @@ else:  # torch < 2.4
             return _Gather.apply(grad, inverse, index), None, None
 
     _block_op, _gather_op = _Block.apply, _Gather.apply
-
-
-def _rows(shape) -> int:
-    return int(np.prod(shape[:-1]))
 
 
 def acdc_block(x: torch.Tensor, a: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor) -> torch.Tensor:
