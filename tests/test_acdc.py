@@ -310,3 +310,9 @@ def test_on_device(device):
     moved = _random_layer(12, 10, depth=3, activation="relu").to(device)
     moved.load_state_dict(layer.state_dict())
     torch.testing.assert_close(moved(x.to(device)).cpu(), layer(x), rtol=0, atol=1e-10)
+
+
+def test_acdc_cannot_be_built_exactly_from_a_linear():
+    assert ACDC.exact_from_linear is False
+    with pytest.raises(TypeError, match="cannot be built from an nn.Linear"):
+        ACDC.from_linear(torch.nn.Linear(4, 4))

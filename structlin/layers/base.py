@@ -55,6 +55,14 @@ class StructuredLayer(nn.Module):
         """Build a registered layer kind by name, e.g. ``StructuredLayer.create("acdc", 512, 512, depth=4)``."""
         return _LAYERS.get(kind)(in_features, out_features, **options)
 
+    #: True when :meth:`from_linear` reproduces any ``nn.Linear`` exactly (the swapped model keeps its function).
+    exact_from_linear: bool = False
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **options) -> "StructuredLayer":
+        """A layer of this kind built from ``linear``'s weight and bias (exactly when ``exact_from_linear``)."""
+        raise TypeError(f"{cls.__name__} cannot be built from an nn.Linear's weights")
+
     def reset_parameters(self) -> None:
         raise NotImplementedError
 
