@@ -18,6 +18,10 @@ __all__ = ["ACDC"]
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def _rebuild_derived_buffers(module: "ACDC", incompatible_keys) -> None:
+    module._build_indices()  # a module-level function, so that layers pickle
+
+
 def _inverse(index: np.ndarray, size: int) -> np.ndarray:
     """``inverse[index[j]] = j`` for ``index[j] >= 0``, −1 elsewhere; length ``size``."""
     inverse = np.full(size, -1, dtype=np.int64)
@@ -87,7 +91,7 @@ class ACDC(StructuredLayer):
         else:
             self.register_buffer("permutations", None)
         self._build_indices()
-        self.register_load_state_dict_post_hook(lambda module, keys: module._build_indices())
+        self.register_load_state_dict_post_hook(_rebuild_derived_buffers)
         self.reset_parameters()
 
     def _build_indices(self) -> None:
@@ -111,8 +115,23 @@ class ACDC(StructuredLayer):
             indices["_perm_inverse"] = np.argsort(perm_index, axis=1)
         for name, value in indices.items():
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.int64, device=device), persistent=False)
-        for name, value in zip(("_c2", "_s2", "_cs", "_mirror"), bin_trig(n, device=device, dtype=self.A.dtype)):
+        self._build_trig()
+
+    def _build_trig(self) -> None:
+        trig = bin_trig(self.size, device=self.A.device, dtype=self._compute_dtype)
+        for name, value in zip(("_c2", "_s2", "_cs", "_mirror"), trig):
             self.register_buffer(name, value, persistent=False)
+
+    @property
+    def _compute_dtype(self) -> torch.dtype:
+        """float32 for half-precision parameters (the FFTs need it), else the parameters' dtype."""
+        return torch.float32 if self.A.dtype in _HALF else self.A.dtype
+
+    def _apply(self, fn, recurse=True):
+        # ``.to(dtype)``/``.half()`` would round the trig constants; rebuild them in the compute dtype instead.
+        super()._apply(fn, recurse)
+        self._build_trig()
+        return self
 
     def reset_parameters(self) -> None:
         """Redraw ``A`` and ``D`` with the init strategy and zero the bias (the permutations stay)."""
@@ -129,8 +148,9 @@ class ACDC(StructuredLayer):
 
     def _cascade(self, x: torch.Tensor) -> torch.Tensor:
         v = gather_last(x, self._in_index, self._in_inverse)
-        a = self.A.index_select(1, self._order)
-        m00, m01, m11 = bin_coefficients(self.D, (self._c2, self._s2, self._cs, self._mirror))
+        compute = self._compute_dtype
+        a = self.A.to(compute).index_select(1, self._order)
+        m00, m01, m11 = bin_coefficients(self.D.to(compute), (self._c2, self._s2, self._cs, self._mirror))
         for i in range(self.depth):
             v = acdc_block(v, a[i], m00[i], m01[i], m11[i])
             if i < self.depth - 1:
@@ -143,14 +163,14 @@ class ACDC(StructuredLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features)`` → ``(..., out_features)``."""
         self._check_input(x)
-        compute = self.A.dtype
-        if x.dtype != compute and not (x.dtype in _HALF and compute == torch.float32):
-            raise TypeError(f"ACDC with {compute} parameters expects {compute} inputs (or float16/bfloat16), got {x.dtype}")
+        params, compute = self.A.dtype, self._compute_dtype
+        if x.dtype != params and not (x.dtype in _HALF and compute == torch.float32):
+            raise TypeError(f"ACDC with {params} parameters expects {params} inputs (or float16/bfloat16), got {x.dtype}")
         if x.device != self.A.device:
             raise ValueError(f"ACDC's parameters are on {self.A.device}, so inputs must be too; got {x.device}")
         y = self._cascade(x.to(compute))
         if self.bias is not None:
-            y = y + self.bias
+            y = y + self.bias.to(compute)
         return y.to(x.dtype)
 
     def to_dense(self) -> torch.Tensor:
@@ -158,8 +178,8 @@ class ACDC(StructuredLayer):
         if self.activation is not None:
             raise TypeError("ACDC with an activation between blocks is not a linear map, so it has no dense weight")
         with torch.no_grad():
-            eye = torch.eye(self.in_features, dtype=self.A.dtype, device=self.A.device)
-            return self._cascade(eye).T.contiguous()
+            eye = torch.eye(self.in_features, dtype=self._compute_dtype, device=self.A.device)
+            return self._cascade(eye).T.contiguous().to(self.A.dtype)
 
     def cost(self, batch_shape=()) -> Cost:
         """Analytic cost for inputs ``(*batch_shape, in_features)``; see :mod:`structlin.costs`."""
