@@ -242,10 +242,16 @@ def test_register_a_user_layer_kind():
         def forward(self, x):
             return self.scale * x
 
-    layer = StructuredLayer.create("scaled-identity-test", 3, 3, scale=3.0)
-    assert torch.equal(layer(torch.ones(3)), torch.full((3,), 3.0))
-    with pytest.raises(TypeError, match="not a linear map"):
-        layer.to_dense()
+    try:
+        layer = StructuredLayer.create("scaled-identity-test", 3, 3, scale=3.0)
+        assert torch.equal(layer(torch.ones(3)), torch.full((3,), 3.0))
+        with pytest.raises(TypeError, match="not a linear map"):
+            layer.to_dense()
+    finally:
+        assert structlin.unregister_layer("scaled-identity-test") is ScaledIdentity
+    assert "scaled-identity-test" not in structlin.available_layers()
+    with pytest.raises(ValueError, match="unknown layer kind 'scaled-identity-test'"):
+        structlin.unregister_layer("scaled-identity-test")
 
 
 def test_extra_repr_and_cost():

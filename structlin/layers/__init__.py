@@ -1,6 +1,6 @@
 """Structured layers, all :class:`StructuredLayer` subclasses registered by kind."""
 
 from .acdc import ACDC
-from .base import StructuredLayer, available_layers, register_layer
+from .base import StructuredLayer, available_layers, register_layer, unregister_layer
 
-__all__ = ["StructuredLayer", "available_layers", "register_layer", "ACDC"]
+__all__ = ["StructuredLayer", "available_layers", "register_layer", "unregister_layer", "ACDC"]

@@ -11,7 +11,7 @@ from torch import nn
 from ..costs import Cost
 from ..registry import Registry
 
-__all__ = ["StructuredLayer", "register_layer", "available_layers"]
+__all__ = ["StructuredLayer", "register_layer", "unregister_layer", "available_layers"]
 
 _LAYERS: Registry[type] = Registry("layer kind")
 
@@ -27,6 +27,11 @@ def register_layer(name: str, *, overwrite: bool = False):
         return add(cls)
 
     return decorator
+
+
+def unregister_layer(name: str) -> type:
+    """Remove a registered layer kind (e.g. one a test registered) and return its class."""
+    return _LAYERS.unregister(name)
 
 
 def available_layers() -> list[str]:
