@@ -1,0 +1,273 @@
+"""FLOP formulas of the ops a model runs, by ``aten`` op: what the report's counting mode reads.
+
+Conventions (``docs/report.md`` states them with sources):
+
+* matmul family: a multiply-add is 2 FLOPs (``mm`` ``2·m·k·n``); ``addmm``/``baddbmm`` add one FLOP per output
+  element for the bias add;
+* FFTs: ``5·n·log₂n`` per complex transform of length ``n``, half for a real-input (``_fft_r2c``) or real-output
+  (``_fft_c2r``) transform, per transformed line and dimension; the normalization folded into the transform is
+  not counted separately (as FFTW's benchmark convention does not);
+* pointwise ops: 1 FLOP per output element per op (an activation or its backward is one op), 2 for the fused
+  ``addcmul``/``addcdiv``/``lerp``; complex outputs: add/sub/neg 2, real×complex multiply 2, complex×complex 6,
+  complex÷real 2, complex÷complex 11, conjugation 1;
+* reductions (``sum``, ``mean``, ``amax``, …): ``inputs − outputs`` elements (the adds or comparisons a tree or
+  a loop does), ``mean`` 1 more per output for the division;
+* data movement (views, copies, gathers, indexing, concatenation, padding, creation of constant tensors): 0,
+  by the explicit list :data:`DATA_MOVEMENT`;
+* any other op with a formula registered with ``torch.utils.flop_counter`` (structlin's transforms, attention,
+  convolutions, users' own custom ops) is counted by that formula;
+* anything else is *unsupported*: the report lists it and marks the FLOPs that include it as unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..costs import fft_flops, rfft_flops
+
+__all__ = ["formula_for", "DATA_MOVEMENT", "register_data_movement", "op_name"]
+
+aten = torch.ops.aten
+
+#: Ops that only move, select, reshape or create data: 0 FLOPs.
+DATA_MOVEMENT: set = set()
+
+_DATA_NAMES = """
+view _unsafe_view reshape expand expand_as permute t transpose squeeze unsqueeze select slice narrow
+index_select gather cat stack clone copy_ copy _to_copy to detach alias as_strided contiguous flip roll
+constant_pad_nd pad reflection_pad1d reflection_pad2d replication_pad1d replication_pad2d index _unsafe_index
+split split_with_sizes unbind chunk zeros zeros_like ones ones_like empty empty_like empty_strided new_zeros
+new_empty new_ones new_full new_empty_strided full full_like fill_ fill zero_ arange scalar_tensor
+select_backward slice_backward slice_scatter select_scatter as_strided_scatter view_as_real view_as_complex
+_conj _neg_view _reshape_alias lift_fresh lift_fresh_copy masked_fill masked_fill_ where repeat unfold
+permute_copy t_copy view_copy transpose_copy unsqueeze_copy squeeze_copy expand_copy _unsafe_view_copy
+index_put index_put_ scatter scatter_ set_ resize_ diagonal diag_embed tril triu _local_scalar_dense
+item is_same_size equal randn rand randint randperm normal_ uniform_ bernoulli_ random_ empty_permuted
+""".split()
+
+for _name in _DATA_NAMES:
+    if hasattr(aten, _name):
+        DATA_MOVEMENT.add(getattr(aten, _name))
+if hasattr(torch.ops, "structlin") and hasattr(torch.ops.structlin, "gather_last"):
+    DATA_MOVEMENT.add(torch.ops.structlin.gather_last)
+
+
+def register_data_movement(op) -> None:
+    """Declare an op (an ``OpOverloadPacket`` such as ``torch.ops.mylib.shuffle``) as data movement: 0 FLOPs."""
+    DATA_MOVEMENT.add(op)
+
+
+def op_name(func) -> str:
+    """``"aten.mm"`` for ``aten.mm.default``: the op's overload packet, the key of ``by_operator()``."""
+    return str(getattr(func, "_overloadpacket", func))
+
+
+def _numel(t) -> int:
+    return t.numel() if isinstance(t, torch.Tensor) else 1
+
+
+def _outputs(out) -> list:
+    return [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def _out_numel(out) -> int:
+    return sum(t.numel() for t in _outputs(out))
+
+
+# Pointwise ops: FLOPs per real output element.
+_POINTWISE_NAMES = """
+add sub rsub mul div neg abs exp exp2 expm1 log log2 log10 log1p sqrt rsqrt pow reciprocal sign sgn square
+relu relu6 gelu gelu_backward threshold threshold_backward silu silu_backward sigmoid sigmoid_backward tanh
+tanh_backward sin cos tan asin acos atan atan2 sinh cosh erf erfc erfinv clamp clamp_min clamp_max maximum
+minimum fmax fmin leaky_relu leaky_relu_backward elu elu_backward softplus softplus_backward hardtanh
+hardtanh_backward hardsigmoid hardsigmoid_backward hardswish hardswish_backward mish mish_backward
+log_sigmoid_forward log_sigmoid_backward celu selu floor ceil round trunc frac remainder fmod xlogy
+logit logit_backward native_dropout native_dropout_backward _softmax_backward_data
+""".split()
+_POINTWISE_FACTOR = {name: 1 for name in _POINTWISE_NAMES}
+_POINTWISE_FACTOR.update(addcmul=2, addcdiv=2, lerp=2)
+
+# Complex outputs: FLOPs per complex output element, by op and by whether both operands are complex.
+_COMPLEX_FACTOR = {"add": 2, "sub": 2, "neg": 2, "rsub": 2}
+
+
+def _is_complex(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_complex()
+
+
+def _complex_factor(name: str, args) -> int | None:
+    if name in _COMPLEX_FACTOR:
+        return _COMPLEX_FACTOR[name]
+    if name in ("mul", "div"):
+        both = _is_complex(args[0]) and _is_complex(args[1]) if len(args) > 1 else False
+        return (6 if name == "mul" else 11) if both else 2
+    if name == "addcmul":  # value · t1 · t2 + self
+        both = _is_complex(args[1]) and _is_complex(args[2])
+        return (6 if both else 2) + 2
+    return None
+
+
+def _pointwise(name: str) -> Callable:
+    def formula(args, kwargs, out):
+        outs = _outputs(out)
+        if any(t.is_complex() for t in outs):
+            factor = _complex_factor(name, args)
+            if factor is None:
+                return None
+        else:
+            factor = _POINTWISE_FACTOR[name]
+        return factor * sum(t.numel() for t in outs)
+
+    return formula
+
+
+def _conj_physical(args, kwargs, out):
+    return _out_numel(out) if _is_complex(args[0]) else 0
+
+
+def _reduction(extra_per_output: int = 0) -> Callable:
+    def formula(args, kwargs, out):
+        inputs, outputs = _numel(args[0]), _outputs(out)[0].numel()  # max/min with dim also return indices
+        if args[0].is_complex():
+            return None
+        return max(inputs - outputs, 0) + extra_per_output * outputs
+
+    return formula
+
+
+def _mm(args, kwargs, out):
+    (m, k), n = args[0].shape, args[1].shape[-1]
+    return 2 * m * k * n
+
+
+def _addmm(args, kwargs, out):
+    return _mm(args[1:], kwargs, out) + out.numel()
+
+
+def _bmm(args, kwargs, out):
+    b, m, k = args[0].shape
+    return 2 * b * m * k * args[1].shape[-1]
+
+
+def _baddbmm(args, kwargs, out):
+    return _bmm(args[1:], kwargs, out) + out.numel()
+
+
+def _mv(args, kwargs, out):
+    m, k = args[0].shape
+    return 2 * m * k
+
+
+def _dot(args, kwargs, out):
+    return 2 * args[0].numel()
+
+
+def _scatter_add(args, kwargs, out):
+    """``index_add``/``scatter_add``/``index_put(accumulate=True)``: one add per source element."""
+    return _numel(args[-1]) if args[-1] is not None else 0
+
+
+def _fft_lines(shape, dim: int) -> tuple[int, int]:
+    n = shape[dim]
+    return (math.prod(shape) // n if n else 0), n
+
+
+def _fft_r2c(args, kwargs, out):
+    x, dims = args[0], [d % args[0].dim() for d in args[1]]
+    lines, n = _fft_lines(x.shape, dims[-1])
+    total = lines * rfft_flops(n) if n > 1 else 0
+    for d in dims[:-1]:  # the other dimensions are complex transforms of the (half-)spectrum
+        lines, n = _fft_lines(out.shape, d)
+        total += lines * fft_flops(n) if n > 1 else 0
+    return total
+
+
+def _fft_c2r(args, kwargs, out):
+    x, dims = args[0], [d % args[0].dim() for d in args[1]]
+    total = 0
+    for d in dims[:-1]:
+        lines, n = _fft_lines(x.shape, d)
+        total += lines * fft_flops(n) if n > 1 else 0
+    lines, n = _fft_lines(out.shape, dims[-1])
+    return total + (lines * rfft_flops(n) if n > 1 else 0)
+
+
+def _fft_c2c(args, kwargs, out):
+    x = args[0]
+    total = 0
+    for d in args[1]:
+        lines, n = _fft_lines(x.shape, d % x.dim())
+        total += lines * fft_flops(n) if n > 1 else 0
+    return total
+
+
+def _convolution(args, kwargs, out):
+    from torch.utils.flop_counter import conv_flop_count
+
+    x, w, bias, transposed = args[0], args[1], args[2], args[6]
+    return conv_flop_count(x.shape, w.shape, out.shape, transposed=transposed) + (out.numel() if bias is not None else 0)
+
+
+def _convolution_backward(args, kwargs, out):
+    from torch.utils.flop_counter import conv_backward_flop
+
+    grad, mask = args[0], args[10]
+    flops = conv_backward_flop(*[a.shape if isinstance(a, torch.Tensor) else a for a in args],
+                               out_shape=[o.shape if isinstance(o, torch.Tensor) else None for o in out])
+    if mask[2]:  # bias gradient: sum of the output gradient over batch and positions
+        flops += grad.numel() - grad.shape[1]
+    return flops
+
+
+_FORMULAS: dict = {}
+
+
+def _register(names, formula) -> None:
+    for name in names.split():
+        if hasattr(aten, name):
+            _FORMULAS[getattr(aten, name)] = formula
+
+
+for _name in _POINTWISE_FACTOR:
+    _register(_name, _pointwise(_name))
+    _register(_name + "_", _pointwise(_name))
+_register("conj_physical conj_physical_", _conj_physical)
+_register("sum amax amin max min prod all any logsumexp argmax argmin", _reduction())
+_register("mean", _reduction(extra_per_output=1))
+_register("mm", _mm)
+_register("addmm", _addmm)
+_register("bmm", _bmm)
+_register("baddbmm", _baddbmm)
+_register("mv", _mv)
+_register("dot vdot", _dot)
+_register("index_add index_add_ scatter_add scatter_add_", _scatter_add)
+_register("_fft_r2c", _fft_r2c)
+_register("_fft_c2r", _fft_c2r)
+_register("_fft_c2c", _fft_c2c)
+_register("convolution", _convolution)
+_register("convolution_backward", _convolution_backward)
+
+
+def formula_for(func) -> Callable | None:
+    """The FLOP formula ``formula(args, kwargs, out) -> int | None`` of an op, or ``None`` if it has none.
+
+    ``None`` from the formula itself means "no formula for these arguments" (e.g. a complex ``exp``).
+    """
+    packet = getattr(func, "_overloadpacket", func)
+    if packet in DATA_MOVEMENT:
+        return _zero
+    if packet in _FORMULAS:
+        return _FORMULAS[packet]
+    from torch.utils.flop_counter import flop_registry
+
+    if packet in flop_registry:
+        registered = flop_registry[packet]
+        return lambda args, kwargs, out: registered(*args, **kwargs, out_val=out)
+    return None
+
+
+def _zero(args, kwargs, out):
+    return 0
