@@ -11,7 +11,7 @@ Conventions (``docs/report.md`` states them with sources):
   ``addcmul``/``addcdiv``/``lerp``; complex outputs: add/sub/neg 2, real×complex multiply 2, complex×complex 6,
   complex÷real 2, complex÷complex 11, conjugation 1;
 * reductions (``sum``, ``mean``, ``amax``, …): ``inputs − outputs`` elements (the adds or comparisons a tree or
-  a loop does), ``mean`` 1 more per output for the division;
+  a loop does; 2 per complex add), ``mean`` 1 more per output for the division;
 * data movement (views, copies, gathers, indexing, concatenation, padding, creation of constant tensors): 0,
   by the explicit list :data:`DATA_MOVEMENT`;
 * any other op with a formula registered with ``torch.utils.flop_counter`` (structlin's transforms, attention,
@@ -131,9 +131,8 @@ def _conj_physical(args, kwargs, out):
 def _reduction(extra_per_output: int = 0) -> Callable:
     def formula(args, kwargs, out):
         inputs, outputs = _numel(args[0]), _outputs(out)[0].numel()  # max/min with dim also return indices
-        if args[0].is_complex():
-            return None
-        return max(inputs - outputs, 0) + extra_per_output * outputs
+        factor = 2 if args[0].is_complex() else 1  # a complex add is two real adds
+        return factor * (max(inputs - outputs, 0) + extra_per_output * outputs)
 
     return formula
 
@@ -235,7 +234,7 @@ for _name in _POINTWISE_FACTOR:
     _register(_name, _pointwise(_name))
     _register(_name + "_", _pointwise(_name))
 _register("conj_physical conj_physical_", _conj_physical)
-_register("sum amax amin max min prod all any logsumexp argmax argmin", _reduction())
+_register("sum amax amin max min all any argmax argmin", _reduction())
 _register("mean", _reduction(extra_per_output=1))
 _register("mm", _mm)
 _register("addmm", _addmm)
