@@ -303,3 +303,24 @@ def test_dense_model_agrees_with_ptflops():
     )
     r = structlin.report(model, torch.randn(1, 32))  # ptflops runs a batch of one
     assert 2 * macs == r.total.forward_flops and params == r.total.params
+
+
+def test_counter_comparison_example_shows_the_gap():
+    """The docs' comparison model: FlopCounterMode alone sees 0 for the torch_dct ACDC and rfft layers; the report
+    counts their FFTs and pointwise ops, and agrees with it on the dense Linear's matmul."""
+    pytest.importorskip("torch_dct")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "compare_counters.py"
+    spec = importlib.util.spec_from_file_location("compare_counters", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    counts = {name: (example.flop_counter_mode_count(m, x)[0], example.structlin_count(m, x)[0])
+              for name, m, x in example.layers()}
+    rows = example.BATCH
+    assert counts["ACDC (torch_dct)"][0] == counts["rfft layer"][0] == 0
+    assert counts["ACDC (torch_dct)"][1] > 0
+    assert counts["rfft layer"][1] == rows * (2 * rfft_flops(example.N) + 6 * (example.N // 2 + 1))
+    for name in ("Linear 1024² (2-D input)", "Linear 1024² (3-D input)"):
+        assert counts[name][1] == counts[name][0] + rows * example.N  # the same matmul, plus the bias add
