@@ -324,3 +324,16 @@ def test_counter_comparison_example_shows_the_gap():
     assert counts["rfft layer"][1] == rows * (2 * rfft_flops(example.N) + 6 * (example.N // 2 + 1))
     for name in ("Linear 1024² (2-D input)", "Linear 1024² (3-D input)"):
         assert counts[name][1] == counts[name][0] + rows * example.N  # the same matmul, plus the bias add
+
+
+def test_norms_softmax_and_attention_have_formulas():
+    rows, d = 6, 16
+    ln = structlin.report(nn.LayerNorm(d), torch.randn(rows, d))
+    assert ln.total.forward_flops == 7 * rows * d + 4 * rows  # 5 per element, affine 2, 4 per row
+    sm = structlin.report(nn.Softmax(dim=-1), torch.randn(rows, d))
+    assert sm.total.forward_flops == 5 * rows * d and sm.total.backward_flops == 4 * rows * d
+    bn = structlin.report(nn.BatchNorm1d(d), torch.randn(rows, d))
+    assert bn.total.forward_flops == 7 * rows * d + 4 * d + 6 * d + 1  # + running statistics, + the step count
+    encoder = nn.TransformerEncoderLayer(d, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+    r = structlin.report(encoder, torch.randn(2, 5, d))
+    assert not r.unsupported() and r.row("self_attn").forward_flops > 0 and r.row("norm1").forward_flops > 0

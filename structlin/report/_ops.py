@@ -14,6 +14,8 @@ Conventions (``docs/report.md`` states them with sources):
   a loop does; 2 per complex add), ``mean`` 1 more per output for the division;
 * data movement (views, copies, gathers, indexing, concatenation, padding, creation of constant tensors): 0,
   by the explicit list :data:`DATA_MOVEMENT`;
+* layer/batch norm and softmax: the ops of the textbook algorithm, per element (see their formulas below);
+  attention kernels: their matmuls, as ``torch.utils.flop_counter`` counts them;
 * any other op with a formula registered with ``torch.utils.flop_counter`` (structlin's transforms, attention,
   convolutions, users' own custom ops) is counted by that formula;
 * anything else is *unsupported*: the report lists it and marks the FLOPs that include it as unknown.
@@ -44,8 +46,8 @@ new_empty new_ones new_full new_empty_strided full full_like fill_ fill zero_ ar
 select_backward slice_backward slice_scatter select_scatter as_strided_scatter view_as_real view_as_complex
 _conj _neg_view _reshape_alias lift_fresh lift_fresh_copy masked_fill masked_fill_ where repeat unfold
 permute_copy t_copy view_copy transpose_copy unsqueeze_copy squeeze_copy expand_copy _unsafe_view_copy
-index_put index_put_ scatter scatter_ set_ resize_ diagonal diag_embed tril triu _local_scalar_dense
-item is_same_size equal randn rand randint randperm normal_ uniform_ bernoulli_ random_ empty_permuted
+scatter scatter_ set_ resize_ diagonal diag_embed tril triu _local_scalar_dense
+item is_same_size equal embedding randn rand randint randperm normal_ uniform_ bernoulli_ random_ empty_permuted
 """.split()
 
 for _name in _DATA_NAMES:
@@ -85,7 +87,7 @@ tanh_backward sin cos tan asin acos atan atan2 sinh cosh erf erfc erfinv clamp c
 minimum fmax fmin leaky_relu leaky_relu_backward elu elu_backward softplus softplus_backward hardtanh
 hardtanh_backward hardsigmoid hardsigmoid_backward hardswish hardswish_backward mish mish_backward
 log_sigmoid_forward log_sigmoid_backward celu selu floor ceil round trunc frac remainder fmod xlogy
-logit logit_backward native_dropout native_dropout_backward _softmax_backward_data
+logit logit_backward native_dropout native_dropout_backward
 """.split()
 _POINTWISE_FACTOR = {name: 1 for name in _POINTWISE_NAMES}
 _POINTWISE_FACTOR.update(addcmul=2, addcdiv=2, lerp=2)
@@ -169,6 +171,91 @@ def _scatter_add(args, kwargs, out):
     return _numel(args[-1]) if args[-1] is not None else 0
 
 
+def _index_put(args, kwargs, out):
+    """``index_put(self, indices, values, accumulate)``: an add per value when accumulating, else a copy."""
+    accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+    return _numel(args[2]) if accumulate else 0
+
+
+def _embedding_backward(args, kwargs, out):
+    return _numel(args[0])  # each row of the output gradient is added into its embedding's gradient
+
+
+def _layer_norm(args, kwargs, out):
+    """Per element: the mean's add, the centring, the square and its add, the scaling by ``1/σ`` (5), and the
+    affine multiply and add when present; per normalized row: two divisions, ``+ε`` and the ``rsqrt`` (4)."""
+    x, shape, weight, bias = args[0], args[1], args[2], args[3]
+    size = math.prod(shape)
+    per_element = 5 + (weight is not None) + (bias is not None)
+    return per_element * x.numel() + 4 * (x.numel() // size if size else 0)
+
+
+def _layer_norm_backward(args, kwargs, out):
+    """Input gradient ``(1/σ)(g' − mean(g') − x̂ · mean(g' x̂))`` with ``g' = g·w``: x̂ (2), g' (1 with a weight),
+    g'x̂ (1), two means' adds (2), two subtractions, a product and the scaling (4); weight gradient ``Σ g x̂``
+    (2 with x̂ shared); bias gradient ``Σ g`` (1)."""
+    grad, weight, mask = args[0], args[5], args[7]
+    n = grad.numel()
+    flops = 0
+    if mask[0]:
+        flops += (10 + (weight is not None)) * n
+    if mask[1]:
+        flops += 2 * n
+    if mask[2]:
+        flops += n
+    return flops
+
+
+def _batch_norm(args, kwargs, out):
+    """Training: the layer-norm count with statistics per channel (dim 1), plus the running statistics' update
+    (3 per channel each); evaluation: the centring and scaling (2 per element) and the affine map."""
+    x, weight, bias = args[0], args[1], args[2]
+    channels = x.shape[1] if x.dim() > 1 else x.numel()
+    affine = (weight is not None) + (bias is not None)
+    if _batch_norm_training(args):
+        running = 6 * channels if len(args) > 4 and isinstance(args[3], torch.Tensor) else 0
+        return (5 + affine) * x.numel() + 4 * channels + running
+    return (2 + affine) * x.numel() + 2 * channels  # 1/sqrt(var + eps) per channel
+
+
+def _batch_norm_training(args) -> bool:
+    flags = [a for a in args[3:6] if isinstance(a, bool)]
+    return flags[0] if flags else False  # _native_batch_norm_legit_no_training has no flag
+
+
+def _batch_norm_backward(args, kwargs, out):
+    """As the layer norm's backward in training mode; in evaluation the input gradient is ``g w / σ`` (2)."""
+    grad, weight, train, mask = args[0], args[2], args[7], args[9]
+    n = grad.numel()
+    per_input = (10 + (weight is not None)) if train else 1 + (weight is not None)
+    return per_input * n * mask[0] + 2 * n * mask[1] + n * mask[2]
+
+
+def _softmax(args, kwargs, out):
+    """Max (1), subtraction (1), ``exp`` (1), sum (1) and division (1) per element; ``log_softmax`` takes the
+    log of the sum per row and subtracts it instead of dividing: also 5 per element."""
+    return 5 * args[0].numel()
+
+
+def _softmax_backward(args, kwargs, out):
+    """``y (g − Σ g y)``: product, sum, subtraction, product; ``log_softmax``: ``g − exp(y) Σ g`` likewise 4."""
+    return 4 * args[0].numel()
+
+
+def _cpu_attention(args, kwargs, out):
+    """The CPU flash-attention kernel, counted as ``torch.utils.flop_counter`` counts the other attention kernels:
+    the two matmuls (the softmax inside is not counted)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(args[0].shape, args[1].shape, args[2].shape)
+
+
+def _cpu_attention_backward(args, kwargs, out):
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(args[0].shape, args[1].shape, args[2].shape, args[3].shape)
+
+
 def _fft_lines(shape, dim: int) -> tuple[int, int]:
     n = shape[dim]
     return (math.prod(shape) // n if n else 0), n
@@ -243,6 +330,16 @@ _register("baddbmm", _baddbmm)
 _register("mv", _mv)
 _register("dot vdot", _dot)
 _register("index_add index_add_ scatter_add scatter_add_", _scatter_add)
+_register("index_put index_put_ _index_put_impl_", _index_put)
+_register("embedding_dense_backward", _embedding_backward)
+_register("native_layer_norm", _layer_norm)
+_register("native_layer_norm_backward", _layer_norm_backward)
+_register("native_batch_norm _native_batch_norm_legit _native_batch_norm_legit_no_training", _batch_norm)
+_register("native_batch_norm_backward", _batch_norm_backward)
+_register("_softmax _log_softmax", _softmax)
+_register("_softmax_backward_data _log_softmax_backward_data", _softmax_backward)
+_register("_scaled_dot_product_flash_attention_for_cpu", _cpu_attention)
+_register("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_attention_backward)
 _register("_fft_r2c", _fft_r2c)
 _register("_fft_c2r", _fft_c2r)
 _register("_fft_c2c", _fft_c2c)
