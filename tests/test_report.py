@@ -337,3 +337,12 @@ def test_norms_softmax_and_attention_have_formulas():
     encoder = nn.TransformerEncoderLayer(d, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
     r = structlin.report(encoder, torch.randn(2, 5, d))
     assert not r.unsupported() and r.row("self_attn").forward_flops > 0 and r.row("norm1").forward_flops > 0
+
+
+def test_same_counts_on_every_device(device):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), structlin.ACDC(32, 16, depth=2))
+    x = torch.randn(4, 16)
+    on_cpu = structlin.report(model, x)
+    on_device = structlin.report(model.to(device), x.to(device))
+    assert on_device.rows == on_cpu.rows
