@@ -7,9 +7,9 @@ Conventions (``docs/report.md`` states them with sources):
 * FFTs: ``5·n·log₂n`` per complex transform of length ``n``, half for a real-input (``_fft_r2c``) or real-output
   (``_fft_c2r``) transform, per transformed line and dimension; the normalization folded into the transform is
   not counted separately (as FFTW's benchmark convention does not);
-* pointwise ops: 1 FLOP per output element per op (an activation or its backward is one op), 2 for the fused
-  ``addcmul``/``addcdiv``/``lerp``; complex outputs: add/sub/neg 2, real×complex multiply 2, complex×complex 6,
-  complex÷real 2, complex÷complex 11, conjugation 1;
+* pointwise ops: 1 FLOP per output element per op (an activation or its backward is one op, a comparison
+  too), 2 for the fused ``addcmul``/``addcdiv``/``lerp``; complex outputs: add/sub/neg 2, real×complex multiply
+  2, complex×complex 6, complex÷real 2, complex÷complex 11, conjugation 1;
 * reductions (``sum``, ``mean``, ``amax``, …): ``inputs − outputs`` elements (the adds or comparisons a tree or
   a loop does; 2 per complex add), ``mean`` 1 more per output for the division;
 * data movement (views, copies, gathers, indexing, concatenation, padding, creation of constant tensors): 0,
@@ -87,7 +87,8 @@ tanh_backward sin cos tan asin acos atan atan2 sinh cosh erf erfc erfinv clamp c
 minimum fmax fmin leaky_relu leaky_relu_backward elu elu_backward softplus softplus_backward hardtanh
 hardtanh_backward hardsigmoid hardsigmoid_backward hardswish hardswish_backward mish mish_backward
 log_sigmoid_forward log_sigmoid_backward celu selu floor ceil round trunc frac remainder fmod xlogy
-logit logit_backward native_dropout native_dropout_backward
+logit logit_backward native_dropout native_dropout_backward eq ne gt ge lt le logical_not logical_and logical_or
+logical_xor isnan isinf nan_to_num
 """.split()
 _POINTWISE_FACTOR = {name: 1 for name in _POINTWISE_NAMES}
 _POINTWISE_FACTOR.update(addcmul=2, addcdiv=2, lerp=2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
-from typing import Iterable
 
 from ..costs import Cost
 from ._format import human, table
@@ -308,7 +307,3 @@ class Comparison:
 
     def __str__(self) -> str:
         return self.format()
-
-
-def sum_costs(costs: Iterable[Cost]) -> Cost:
-    return sum(costs, Cost())
