@@ -71,6 +71,11 @@ def test_nested_hierarchy_and_totals():
     assert r.row("1.1.act").forward_flops == rows * 2 * d
     assert r.row("1.1").self_cost.forward_flops == rows * d  # the residual add
     assert r.row("1.0").forward_flops == rows * d
+    # backward: each Linear exactly its own; the residual's gradient sum belongs to the block, not to fc1
+    assert r.row("1.1.fc1").backward_flops == _linear_backward(rows, d, 2 * d)
+    assert r.row("1.1.fc2").backward_flops == _linear_backward(rows, 2 * d, d)
+    assert r.row("1.1").self_cost.backward_flops == rows * d
+    assert r.row("2").backward_flops == _linear_backward(rows, d, 3)
     # totals: the root row, the sum of the modules' own counts, each row its own plus its children's
     assert r.total == r.row("").cost
     assert sum((row.self_cost for row in r.rows), Cost()) == r.total

@@ -8,7 +8,10 @@ backward's ops too) and counts it with :func:`._ops.formula_for`. Attribution to
 * backward: on leaving a module (and on entering one, for what its caller computed) the autograd nodes its
   ops created, walked back from its outputs (inputs) until an already tagged node, get the module's name in
   ``node.metadata``; during backward an op belongs to the module of the node that runs it
-  (``torch._C._current_autograd_node()``), the autograd engine's own gradient sums included.
+  (``torch._C._current_autograd_node()``). After a node has run (its post hook), the autograd engine adds its
+  gradients to those already waiting for tensors used more than once: those sums belong to the innermost module
+  holding every use of the tensor (the common ancestor of its consumers' modules), e.g. a residual block, not
+  the layer whose gradient happened to arrive second.
 
 Saved bytes: the tensors autograd saves in the forward (``torch.autograd.graph.saved_tensors_hooks``) that
 were computed from the model's inputs (activations), each save counted once; tensors computed from
@@ -18,6 +21,7 @@ parameters and buffers alone (parameter-sized) are not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
 
 import torch
@@ -74,14 +78,55 @@ def _tag_graph(tensors, name: str) -> None:
         stack.extend(next_node for next_node, _ in node.next_functions)
 
 
+def _common_module(names) -> str:
+    """The innermost module containing all of ``names`` (qualified names; ``""`` is the root)."""
+    parts = [name.split(".") if name else [] for name in names]
+    common = []
+    for level in zip(*parts):
+        if any(p != level[0] for p in level):
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def _watch_gradient_sums(outputs, mode: "_CountingMode") -> list:
+    """Post hooks on every node of the graph behind ``outputs`` telling ``mode`` which module owns the gradient
+    sums the engine does right after the node runs. Returns the hooks' handles."""
+    consumers: dict[int, list] = defaultdict(list)
+    nodes, stack, seen = [], [t.grad_fn for t in outputs if t.grad_fn is not None], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        for next_node, _ in node.next_functions:
+            if next_node is not None:
+                consumers[id(next_node)].append(node.metadata.get(_TAG, ""))
+                stack.append(next_node)
+    handles = []
+    for node in nodes:
+        shared = [consumers[id(n)] for n, _ in node.next_functions if n is not None and len(consumers[id(n)]) > 1]
+        if shared:
+            owner = _common_module([name for users in shared for name in users])
+            handles.append(node.register_hook(functools.partial(mode.after_node, node.metadata, owner)))
+    return handles
+
+
 class _CountingMode(TorchDispatchMode):
     def __init__(self, counts: dict[str, ModuleCounts], stack: list[str], tainted: WeakIdKeyDictionary):
         super().__init__()
         self.counts, self.stack, self.tainted = counts, stack, tainted
+        self.finished = (None, "")  # (metadata of the node that has just run, owner of the sums that follow)
+
+    def after_node(self, metadata, owner, grad_inputs, grad_outputs):
+        self.finished = (metadata, owner)
 
     def current(self) -> ModuleCounts:
         node = torch._C._current_autograd_node()
         if node is not None:
+            if node.metadata is self.finished[0]:
+                return self.counts[self.finished[1]]
             return self.counts[node.metadata.get(_TAG, "")]
         return self.counts[self.stack[-1] if self.stack else ""]
 
@@ -185,6 +230,7 @@ def measure(model: nn.Module, inputs: tuple, backward: bool = True) -> dict[str,
             outputs = [t for t in _tensors(output) if t.requires_grad]
             if backward and outputs:
                 seeds = [torch.ones_like(t) for t in outputs]
+                handles += _watch_gradient_sums(outputs, mode)
                 with mode:
                     torch.autograd.backward(outputs, seeds)
     finally:
