@@ -133,6 +133,8 @@ def _conj_physical(args, kwargs, out):
 
 def _reduction(extra_per_output: int = 0) -> Callable:
     def formula(args, kwargs, out):
+        if len(args) > 1 and isinstance(args[1], torch.Tensor):  # max.other, min.other: elementwise
+            return _out_numel(out)
         inputs, outputs = _numel(args[0]), _outputs(out)[0].numel()  # max/min with dim also return indices
         factor = 2 if args[0].is_complex() else 1  # a complex add is two real adds
         return factor * (max(inputs - outputs, 0) + extra_per_output * outputs)
