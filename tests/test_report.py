@@ -351,3 +351,13 @@ def test_same_counts_on_every_device(device):
     on_cpu = structlin.report(model, x)
     on_device = structlin.report(model.to(device), x.to(device))
     assert on_device.rows == on_cpu.rows
+
+
+def test_a_module_called_twice_counts_both_calls_and_its_parameters_once():
+    layer = nn.Linear(6, 6)
+    r = structlin.report(nn.Sequential(layer, nn.Tanh(), layer), torch.randn(4, 6))
+    assert [row.name for row in r.rows] == ["", "0", "1"]  # named_modules lists a shared module once
+    assert r.total.params == r.row("0").params == 42
+    assert r.row("0").forward_flops == 2 * _linear_forward(4, 6, 6)
+    # the two calls' weight and bias gradients are summed by the engine: 36 + 6 more adds
+    assert r.row("0").backward_flops == 2 * _linear_backward(4, 6, 6) + 36 + 6
