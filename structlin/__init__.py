@@ -3,7 +3,21 @@
 from . import costs, strategies, transforms
 from .costs import Cost
 from .layers import ACDC, StructuredLayer, available_layers, register_layer, unregister_layer
+from .report import Report, report
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ACDC", "Cost", "StructuredLayer", "available_layers", "costs", "register_layer", "strategies", "transforms", "unregister_layer", "__version__"]
+__all__ = [
+    "ACDC",
+    "Cost",
+    "Report",
+    "StructuredLayer",
+    "available_layers",
+    "costs",
+    "register_layer",
+    "report",
+    "strategies",
+    "transforms",
+    "unregister_layer",
+    "__version__",
+]

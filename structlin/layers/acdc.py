@@ -184,12 +184,19 @@ class ACDC(StructuredLayer):
     def cost(self, batch_shape=()) -> Cost:
         """Analytic cost for inputs ``(*batch_shape, in_features)``; see :mod:`structlin.costs`."""
         rows, n, k = self._rows(batch_shape), self.size, self.depth
+        bins = n // 2 + 1
         itemsize = self.A.element_size()
         between = (k - 1) * n if self.activation is not None else 0  # one op per element per activation
         bias = self.out_features if self.bias is not None else 0
-        coefficients = 8 * (n // 2 + 1) * k  # building (m00, m01, m11) from D
-        forward = rows * (k * acdc_block_flops(n) + between + bias) + coefficients
-        backward = rows * (k * acdc_block_backward_flops(n) + between + bias) + coefficients
+        # (m00, m01, m11) from D: 8 products and sums per bin and block
+        forward = rows * (k * acdc_block_flops(n) + between + bias) + 8 * bins * k
+        # Their backward: 5 products and a negation per bin and block, the sums of the gradients reaching
+        # d1, d2 and D (2 + 2 per bin, n per block), the scatter of d2's and A's gradients (bins + n), and the
+        # autograd engine's sums of the k per-block gradients of A and of each of m00, m01, m11, whose
+        # selections a[i], m00[i], … each give a full (k, ·) gradient: (k - 1) (n + 3 bins) per block.
+        coefficients_backward = k * bins * (3 * k + 8) + k * n * (k + 1)
+        bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
+        backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward
         saved = rows * n * itemsize * (k + (k - 1 if self.activation is not None else 0))
         params = 2 * k * n + bias
         return Cost(params=params, forward_flops=forward, backward_flops=backward, saved_bytes=saved)
