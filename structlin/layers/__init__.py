@@ -2,5 +2,6 @@
 
 from .acdc import ACDC
 from .base import StructuredLayer, available_layers, register_layer
+from .fastfood import Fastfood
 
-__all__ = ["StructuredLayer", "available_layers", "register_layer", "ACDC"]
+__all__ = ["StructuredLayer", "available_layers", "register_layer", "ACDC", "Fastfood"]
