@@ -432,12 +432,13 @@ def _ff_index_ok(idx, size) -> bool:
 
 def ff_gather_scale(src: torch.Tensor, idx, D: torch.Tensor, out: torch.Tensor, ld: int, jstride: int,
                     nlim: int) -> torch.Tensor:
-    """out[r, j, k] = D[j, k] * src.flat[r * ld + j * jstride + i] with i = idx[j, k] (0 where i < 0), or
+    """out[r, j, k] = D[j, k] * src.flat[r * ld + j * jstride + i] with i = idx[j, k] (all >= 0), or
     i = k when idx is None (0 where k >= nlim). out: (rows, nb, d); D, idx: (nb, d); src must hold every
     element addressed (checked against its size)."""
     t = _table(out)
     if t is None or out.dim() != 3 or D.shape != out.shape[1:] or not _ff_ok(out.dtype, src, D, out) \
-            or not _ff_index_ok(idx, D.numel()) or src.data_ptr() == out.data_ptr():
+            or not _ff_index_ok(idx, D.numel()) or src.data_ptr() == out.data_ptr() \
+            or (idx is not None and idx.numel() and int(idx.min()) < 0):
         _fail("ff_gather_scale")
     rows, nb, d = out.shape
     if rows and (rows - 1) * ld + _ff_extent(idx, nb, d, jstride, nlim) > src.numel():

@@ -835,7 +835,7 @@ SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads
 /* Fastfood: gathers fused with diagonal scalings, and column sums.        */
 
 /* out[r, j, k] = D[j, k] * src[r * ld + j * jstride + i], where i = idx[j, k]
- * (idx given; i < 0 gives 0) or i = k (idx NULL; k >= nlim gives 0).
+ * (idx given, every entry >= 0) or i = k (idx NULL; k >= nlim gives 0).
  * Items are (row, block) pairs. */
 static void SFX(ff_gather_scale_task)(void *c_, int64_t i0, int64_t i1) {
     const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
@@ -847,10 +847,8 @@ static void SFX(ff_gather_scale_task)(void *c_, int64_t i0, int64_t i1) {
         T *restrict o = (T *)c->out + (r * nb + j) * d;
         if (c->idx) {
             const int64_t *restrict idx = c->idx + j * d;
-            for (int64_t k = 0; k < d; k++) {
-                int64_t i = idx[k];
-                o[k] = i >= 0 ? D[k] * s[i] : (T)0;
-            }
+            SL_IVDEP
+            for (int64_t k = 0; k < d; k++) o[k] = D[k] * s[idx[k]];
         } else {
             const int64_t e = c->nlim < d ? c->nlim : d;
             SL_IVDEP

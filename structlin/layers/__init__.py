@@ -3,5 +3,6 @@
 from .acdc import ACDC
 from .base import StructuredLayer, available_layers, register_layer
 from .fastfood import Fastfood
+from .random_features import RandomFeatures, random_features
 
-__all__ = ["StructuredLayer", "available_layers", "register_layer", "ACDC", "Fastfood"]
+__all__ = ["StructuredLayer", "available_layers", "register_layer", "ACDC", "Fastfood", "RandomFeatures", "random_features"]

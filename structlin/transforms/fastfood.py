@@ -158,13 +158,12 @@ def _backward_impl(
     needs: list[bool],
 ) -> list[torch.Tensor]:
     need_x, need_b, need_g, need_s, need_bias = needs
-    none = x.new_empty(0)
     if x.shape[0] == 0:
         zeros = [torch.zeros_like(x), torch.zeros_like(B), torch.zeros_like(G), torch.zeros_like(S), grad.new_zeros(grad.shape[1])]
-        return [z if need else none for z, need in zip(zeros, needs)]
+        return [z if need else x.new_empty(0) for z, need in zip(zeros, needs)]
     native = uses_native(x)
     grad, x = grad.contiguous(), x.contiguous()
-    grad_x = grad_B = grad_G = grad_S = grad_bias = none
+    grad_x, grad_B, grad_G, grad_S, grad_bias = (x.new_empty(0) for _ in range(5))  # outputs may not alias
     folded = _fold(G)
     if need_g or need_s:
         u = _fwht(_expand(x, B, native), native)
