@@ -290,7 +290,7 @@ typedef struct {
 typedef struct {
     const void *src, *coef, *bias;
     const int64_t *idx;
-    void *out;
+    void *out, *scratch;
     int64_t rows, nb, d, ld, jstride, nlim, nsum, n_dst;
 } sl_ff_ctx;
 
@@ -834,26 +834,46 @@ SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads
 /* ---------------------------------------------------------------------- */
 /* Fastfood: gathers fused with diagonal scalings, and column sums.        */
 
+#define SL_FF_ROWS 4 /* rows per work item of the gather: one index load serves four rows */
+
 /* out[r, j, k] = D[j, k] * src[r * ld + j * jstride + i], where i = idx[j, k]
  * (idx given, every entry >= 0) or i = k (idx NULL; k >= nlim gives 0).
- * Items are (row, block) pairs. */
+ * Items are (group of SL_FF_ROWS rows, block) pairs. */
 static void SFX(ff_gather_scale_task)(void *c_, int64_t i0, int64_t i1) {
     const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
-    const int64_t d = c->d, nb = c->nb;
+    const int64_t d = c->d, nb = c->nb, ld = c->ld;
     for (int64_t it = i0; it < i1; it++) {
-        const int64_t r = it / nb, j = it % nb;
-        const T *restrict s = (const T *)c->src + r * c->ld + j * c->jstride;
+        const int64_t r0 = (it / nb) * SL_FF_ROWS, j = it % nb;
+        const int64_t r1 = r0 + SL_FF_ROWS < c->rows ? r0 + SL_FF_ROWS : c->rows;
         const T *restrict D = (const T *)c->coef + j * d;
-        T *restrict o = (T *)c->out + (r * nb + j) * d;
-        if (c->idx) {
+        const T *s = (const T *)c->src + r0 * ld + j * c->jstride;
+        T *o = (T *)c->out + (r0 * nb + j) * d;
+        const int64_t od = nb * d; /* row stride of out */
+        if (c->idx && r1 - r0 == 4) {
             const int64_t *restrict idx = c->idx + j * d;
-            SL_IVDEP
-            for (int64_t k = 0; k < d; k++) o[k] = D[k] * s[idx[k]];
-        } else {
-            const int64_t e = c->nlim < d ? c->nlim : d;
-            SL_IVDEP
-            for (int64_t k = 0; k < e; k++) o[k] = D[k] * s[k];
-            for (int64_t k = e; k < d; k++) o[k] = 0;
+            const T *restrict s0 = s, *restrict s1 = s + ld, *restrict s2 = s + 2 * ld, *restrict s3 = s + 3 * ld;
+            T *restrict o0 = o, *restrict o1 = o + od, *restrict o2 = o + 2 * od, *restrict o3 = o + 3 * od;
+            for (int64_t k = 0; k < d; k++) {
+                const int64_t i = idx[k];
+                const T dk = D[k];
+                o0[k] = dk * s0[i];
+                o1[k] = dk * s1[i];
+                o2[k] = dk * s2[i];
+                o3[k] = dk * s3[i];
+            }
+            continue;
+        }
+        for (int64_t r = r0; r < r1; r++, s += ld, o += od) {
+            if (c->idx) {
+                const int64_t *restrict idx = c->idx + j * d;
+                SL_IVDEP
+                for (int64_t k = 0; k < d; k++) o[k] = D[k] * s[idx[k]];
+            } else {
+                const int64_t e = c->nlim < d ? c->nlim : d;
+                SL_IVDEP
+                for (int64_t k = 0; k < e; k++) o[k] = D[k] * s[k];
+                for (int64_t k = e; k < d; k++) o[k] = 0;
+            }
         }
     }
 }
@@ -862,8 +882,9 @@ SL_EXPORT void SFX(sl_ff_gather_scale)(const T *src, const int64_t *idx, const T
                                        int64_t nb, int64_t d, int64_t ld, int64_t jstride, int64_t nlim,
                                        int nthreads) {
     if (rows <= 0 || nb <= 0 || d <= 0) return;
-    sl_ff_ctx c = {src, D, NULL, idx, out, rows, nb, d, ld, jstride, nlim, 1, 0};
-    sl_parallel(SFX(ff_gather_scale_task), &c, rows * nb, sl_nthreads(nthreads, rows * nb * d, rows * nb));
+    sl_ff_ctx c = {src, D, NULL, idx, out, NULL, rows, nb, d, ld, jstride, nlim, 1, 0};
+    const int64_t items = (rows + SL_FF_ROWS - 1) / SL_FF_ROWS * nb;
+    sl_parallel(SFX(ff_gather_scale_task), &c, items, sl_nthreads(nthreads, rows * nb * d, items));
 }
 
 /* out[r, k] = sum_{j < nsum} D[j * d + k] * src[r * ld + j * d + k] (+ bias[k])
@@ -905,7 +926,7 @@ SL_EXPORT void SFX(sl_ff_scale_sum)(const T *src, const T *D, const T *bias, T *
                                     int64_t nsum, int64_t d, int64_t ld, int64_t nlim, int64_t n_dst,
                                     int nthreads) {
     if (rows <= 0 || n_dst <= 0) return;
-    sl_ff_ctx c = {src, D, bias, NULL, out, rows, 1, d, ld, 0, nlim, nsum, n_dst};
+    sl_ff_ctx c = {src, D, bias, NULL, out, NULL, rows, 1, d, ld, 0, nlim, nsum, n_dst};
     sl_parallel(SFX(ff_scale_sum_task), &c, rows, sl_nthreads(nthreads, rows * (nsum * d > n_dst ? nsum * d : n_dst), rows));
 }
 
@@ -946,10 +967,46 @@ static void SFX(ff_colsum_task)(void *c_, int64_t i0, int64_t i1) {
     }
 }
 
+/* The gathered column sums row by row (a row of b stays in L1 while its
+ * random reads run): item p of P = n_dst sums rows [rows p / P,
+ * rows (p + 1) / P) into acc (p = 0) or scratch + (p - 1) nb d. */
+static void SFX(ff_colsum_rows_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
+    const int64_t d = c->d, nb = c->nb, n = nb * d, P = c->n_dst;
+    for (int64_t p = i0; p < i1; p++) {
+        T *restrict acc = p == 0 ? (T *)c->out : (T *)c->scratch + (p - 1) * n;
+        for (int64_t q = 0; q < n; q++) acc[q] = 0;
+        for (int64_t r = c->rows * p / P; r < c->rows * (p + 1) / P; r++) {
+            for (int64_t j = 0; j < nb; j++) {
+                const T *restrict a = (const T *)c->src + r * n + j * d;
+                const T *restrict b = (const T *)c->coef + r * c->ld + j * c->jstride;
+                const int64_t *restrict idx = c->idx + j * d;
+                T *restrict s = acc + j * d;
+                for (int64_t k = 0; k < d; k++) s[k] += a[k] * b[idx[k]];
+            }
+        }
+    }
+}
+
 SL_EXPORT void SFX(sl_ff_colsum)(const T *a, const T *b, const int64_t *idx, T *acc, int64_t rows, int64_t nb,
                                  int64_t d, int64_t ld, int64_t jstride, int64_t nlim, int nthreads) {
     if (nb <= 0 || d <= 0) return;
-    sl_ff_ctx c = {a, b, NULL, idx, acc, rows, nb, d, ld, jstride, nlim, 1, 0};
+    if (idx) {
+        const int64_t n = nb * d;
+        int P = sl_nthreads(nthreads, rows * n, rows);
+        T *scratch = P > 1 ? (T *)malloc(sizeof(T) * n * (P - 1)) : NULL;
+        if (!scratch) P = 1;
+        sl_ff_ctx c = {a, b, NULL, idx, acc, scratch, rows, nb, d, ld, jstride, nlim, 1, P};
+        sl_parallel(SFX(ff_colsum_rows_task), &c, P, P);
+        for (int p = 1; p < P; p++) {
+            const T *part = scratch + (int64_t)(p - 1) * n;
+            SL_IVDEP
+            for (int64_t q = 0; q < n; q++) acc[q] += part[q];
+        }
+        free(scratch);
+        return;
+    }
+    sl_ff_ctx c = {a, b, NULL, idx, acc, NULL, rows, nb, d, ld, jstride, nlim, 1, 0};
     int64_t items = (nb * d + SL_FF_CHUNK - 1) / SL_FF_CHUNK;
     sl_parallel(SFX(ff_colsum_task), &c, items, sl_nthreads(nthreads, rows * nb * d, items));
 }
