@@ -92,11 +92,13 @@ def test_gradcheck_op(with_bias, backend):
     assert torch.autograd.gradcheck(f, inputs)
 
 
-def test_backends_agree_on_outputs_and_gradients():
+@pytest.mark.parametrize("rows, in_features, out_features", [(7, 100, 300), (42, 1000, 2048)])
+def test_backends_agree_on_outputs_and_gradients(rows, in_features, out_features):
+    """Also large enough for the native kernels' multithreaded paths (on a machine with several threads)."""
     from structlin.transforms import native_kernels
 
-    layer = _random_layer(100, 300)
-    x = torch.randn(7, 100, dtype=torch.float64, requires_grad=True)
+    layer = _random_layer(in_features, out_features)
+    x = torch.randn(rows, in_features, dtype=torch.float64, requires_grad=True)
     results = []
     for native in (True, False):
         with native_kernels(native):
