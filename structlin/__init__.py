@@ -2,7 +2,16 @@
 
 from . import costs, strategies, transforms
 from .costs import Cost
-from .layers import ACDC, StructuredLayer, available_layers, register_layer, unregister_layer
+from .layers import (
+    ACDC,
+    Fastfood,
+    RandomFeatures,
+    StructuredLayer,
+    available_layers,
+    random_features,
+    register_layer,
+    unregister_layer,
+)
 from .report import Report, report
 
 __version__ = "0.1.0.dev0"
@@ -10,10 +19,13 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ACDC",
     "Cost",
+    "Fastfood",
+    "RandomFeatures",
     "Report",
     "StructuredLayer",
     "available_layers",
     "costs",
+    "random_features",
     "register_layer",
     "report",
     "strategies",

@@ -101,3 +101,64 @@ def acdc_block_backward_flops(n: int) -> int:
     (``n`` multiplies each, ``n`` accumulations)."""
     bins = n // 2 + 1
     return 3 * rfft_flops(n) + 6 * bins + n + 8 * bins + 3 * n
+
+
+def fastfood_flops(rows: int, in_features: int, size: int, blocks: int, out_features: int, bias: bool = True) -> int:
+    """FLOPs of one fused Fastfood forward on ``rows`` rows: ``blocks`` blocks ``S H G Π H B`` of size ``size``
+    (``d``, a power of two), input ``in_features`` (zero-padded to ``d``), output ``out_features`` (truncated).
+
+    Per row and block: ``in_features`` multiplies by ``B`` (the padding is never multiplied), two unnormalized
+    FWHTs (``d log2 d`` each), ``d`` multiplies by ``G/d`` after the permutation; per row ``out_features``
+    multiplies by ``S`` and, with a bias, ``out_features`` adds. Once per call: ``blocks · d`` multiplies to
+    fold the two ``1/√d`` of the orthonormal transforms into ``G``.
+    """
+    per_block = in_features + 2 * fwht_flops(size, normalized=False) + size
+    per_row = blocks * per_block + out_features * (2 if bias else 1)
+    return rows * per_row + blocks * size
+
+
+def fastfood_backward_flops(
+    rows: int,
+    in_features: int,
+    size: int,
+    blocks: int,
+    out_features: int,
+    needs: tuple = (True, True, True, True, True),
+) -> int:
+    """FLOPs of the fused Fastfood backward for the gradients flagged in ``needs`` =
+    ``(input, B, G, S, bias)``, as :mod:`structlin.transforms.fastfood` executes it (only the input is saved,
+    so the forward's intermediates are recomputed where a gradient needs them).
+
+    Per row and block (``d = size``, ``h = d log2 d``):
+
+    * ``G`` or ``S``: recompute ``u = H B x`` (``in_features + h``);
+    * ``S``: recompute ``w = H (G/d) Π u`` (``d + h``), and ``grad S = Σ_rows g ⊙ w`` (2 per output element);
+    * input, ``B`` or ``G``: ``g₁ = H (S ⊙ g)`` (``out_features`` per row, ``h`` per block);
+    * ``G``: ``grad G = Σ_rows g₁ ⊙ Π u`` (``2 d``), then ``/d`` once per call (``blocks · d``);
+    * input or ``B``: ``g₀ = H Πᵀ ((G/d) ⊙ g₁)`` (``d + h``); ``grad B = Σ_rows g₀ ⊙ x`` (``2 in_features``);
+      ``grad x = Σ_blocks B ⊙ g₀`` (``(2 blocks − 1) in_features`` per row);
+    * bias: ``Σ_rows g`` (``out_features`` per row).
+
+    Once per call, ``blocks · d`` multiplies for ``G/d`` whenever a transform of the gradient runs.
+    """
+    need_x, need_b, need_g, need_s, need_bias = (bool(n) for n in needs)
+    h = fwht_flops(size, normalized=False)
+    per_row = 0
+    if need_g or need_s:
+        per_row += blocks * (in_features + h)
+    if need_s:
+        per_row += blocks * (size + h) + 2 * out_features
+    if need_x or need_b or need_g:
+        per_row += out_features + blocks * h
+    if need_g:
+        per_row += blocks * 2 * size
+    if need_x or need_b:
+        per_row += blocks * (size + h)
+    if need_b:
+        per_row += blocks * 2 * in_features
+    if need_x:
+        per_row += (2 * blocks - 1) * in_features
+    if need_bias:
+        per_row += out_features
+    per_call = (blocks * size if (need_x or need_b or need_g or need_s) else 0) + (blocks * size if need_g else 0)
+    return rows * per_row + per_call

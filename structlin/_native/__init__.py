@@ -28,6 +28,9 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
     gather(src, idx, out)    out[:, j] = src[:, idx[j]], or 0 where idx[j] < 0
     bin_map(z, m00, m01, m11, out)   ACDC per-bin 2x2 map (in place allowed)
     bin_grad(g, u, acc)      ACDC coefficient gradients summed over rows, acc: (m, 3)
+    ff_gather_scale(src, idx, D, out, ld, jstride, nlim)   Fastfood gather times a diagonal, per block
+    ff_scale_sum(src, D, bias, out, nsum, d, ld, nlim)     diagonal scaling (+ bias), summed over blocks
+    ff_colsum(a, b, idx, acc, ld, jstride, nlim)           per-column sums over rows of a * (gathered) b
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -60,9 +63,12 @@ __all__ = [
     "gather",
     "bin_map",
     "bin_grad",
+    "ff_gather_scale",
+    "ff_scale_sum",
+    "ff_colsum",
 ]
 
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
@@ -182,6 +188,9 @@ def _bind(lib: ctypes.CDLL) -> dict:
             "sl_gather": [P, P, P, I64, I64, I64, INT],
             "sl_bin_map": [P, P, P, P, P, I64, I64, INT],
             "sl_bin_grad": [P, P, P, I64, I64, INT],
+            "sl_ff_gather_scale": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
+            "sl_ff_scale_sum": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
+            "sl_ff_colsum": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
         }
         row = []
         for name, argtypes in sig.items():
@@ -399,4 +408,75 @@ def bin_grad(g: torch.Tensor, u: torch.Tensor, acc: torch.Tensor) -> torch.Tenso
     ):
         _fail("bin_grad")
     t[7](g.data_ptr(), u.data_ptr(), acc.data_ptr(), g.shape[0], g.shape[1], torch.get_num_threads())
+    return acc
+
+
+# Fastfood kernels. Layouts: `rows` rows of `nb` blocks of length `d` (a (rows, nb, d) or (rows, nb * d)
+# contiguous tensor); the other operand is addressed as base + r * ld + j * jstride + i.
+
+
+def _ff_ok(dtype, *tensors) -> bool:
+    return all(t is None or (t.is_cpu and t.dtype == dtype and t.is_contiguous()) for t in tensors)
+
+
+def _ff_extent(idx, nb: int, d: int, jstride: int, nlim: int) -> int:
+    """One past the last element a row of the second operand is read at (relative to the row's start)."""
+    if idx is None:
+        return max(0, min((nb - 1) * jstride + d, nlim))
+    return (nb - 1) * jstride + (int(idx.max()) + 1 if idx.numel() else 0)
+
+
+def _ff_index_ok(idx, size) -> bool:
+    return idx is None or (idx.is_cpu and idx.dtype == torch.int64 and idx.is_contiguous() and idx.numel() == size)
+
+
+def ff_gather_scale(src: torch.Tensor, idx, D: torch.Tensor, out: torch.Tensor, ld: int, jstride: int,
+                    nlim: int) -> torch.Tensor:
+    """out[r, j, k] = D[j, k] * src.flat[r * ld + j * jstride + i] with i = idx[j, k] (all >= 0), or
+    i = k when idx is None (0 where k >= nlim). out: (rows, nb, d); D, idx: (nb, d); src must hold every
+    element addressed (checked against its size)."""
+    t = _table(out)
+    if t is None or out.dim() != 3 or D.shape != out.shape[1:] or not _ff_ok(out.dtype, src, D, out) \
+            or not _ff_index_ok(idx, D.numel()) or src.data_ptr() == out.data_ptr() \
+            or (idx is not None and idx.numel() and int(idx.min()) < 0):
+        _fail("ff_gather_scale")
+    rows, nb, d = out.shape
+    if rows and (rows - 1) * ld + _ff_extent(idx, nb, d, jstride, nlim) > src.numel():
+        _fail("ff_gather_scale (source too small)")
+    t[8](src.data_ptr(), 0 if idx is None else idx.data_ptr(), D.data_ptr(), out.data_ptr(), rows, nb, d, ld,
+         jstride, nlim, torch.get_num_threads())
+    return out
+
+
+def ff_scale_sum(src: torch.Tensor, D: torch.Tensor, bias, out: torch.Tensor, nsum: int, d: int, ld: int,
+                 nlim: int) -> torch.Tensor:
+    """out[r, k] = sum_{j < nsum} D.flat[j * d + k] * src.flat[r * ld + j * d + k] (+ bias[k]) for k < nlim,
+    0 for k >= nlim. out: (rows, n_dst). In place allowed when nsum == 1, out is src and ld == n_dst."""
+    t = _table(out)
+    if t is None or out.dim() != 2 or not _ff_ok(out.dtype, src, D, bias, out):
+        _fail("ff_scale_sum")
+    rows, n_dst = out.shape
+    e = min(nlim, n_dst)
+    if (D.numel() < (nsum - 1) * d + e or (bias is not None and bias.numel() < e)
+            or (rows and (rows - 1) * ld + (nsum - 1) * d + e > src.numel())
+            or (src.data_ptr() == out.data_ptr() and (nsum != 1 or ld != n_dst))):
+        _fail("ff_scale_sum")
+    t[9](src.data_ptr(), D.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(), rows, nsum, d, ld,
+         nlim, n_dst, torch.get_num_threads())
+    return out
+
+
+def ff_colsum(a: torch.Tensor, b: torch.Tensor, idx, acc: torch.Tensor, ld: int, jstride: int,
+              nlim: int) -> torch.Tensor:
+    """acc[j, k] = sum_r a[r, j, k] * b.flat[r * ld + j * jstride + i] with i = idx[j, k], or i = k when idx is
+    None (terms with j * jstride + k >= nlim count 0). a: (rows, nb, d); acc, idx: (nb, d)."""
+    t = _table(a)
+    if t is None or a.dim() != 3 or acc.shape != a.shape[1:] or not _ff_ok(a.dtype, a, b, acc) \
+            or not _ff_index_ok(idx, acc.numel()):
+        _fail("ff_colsum")
+    rows, nb, d = a.shape
+    if rows and (rows - 1) * ld + _ff_extent(idx, nb, d, jstride, nlim) > b.numel():
+        _fail("ff_colsum (second operand too small)")
+    t[10](a.data_ptr(), b.data_ptr(), 0 if idx is None else idx.data_ptr(), acc.data_ptr(), rows, nb, d, ld,
+          jstride, nlim, torch.get_num_threads())
     return acc

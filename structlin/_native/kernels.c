@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SL_ABI_VERSION 3
+#define SL_ABI_VERSION 4
 
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
@@ -283,6 +283,18 @@ typedef struct {
 } sl_bins_ctx;
 
 #define SL_BIN_CHUNK 256 /* bins per work item of the column-parallel kernels */
+
+/* Context of the Fastfood kernels: `rows` rows of `nb` blocks of length `d`
+ * (row length nb * d) on one side, a second operand with its own layout
+ * (row stride `ld`, block stride `jstride`, length limit `nlim`). */
+typedef struct {
+    const void *src, *coef, *bias;
+    const int64_t *idx;
+    void *out, *scratch;
+    int64_t rows, nb, d, ld, jstride, nlim, nsum, n_dst;
+} sl_ff_ctx;
+
+#define SL_FF_CHUNK 512 /* columns per work item of the Fastfood column sums */
 
 static int64_t sl_dct_parts(int64_t rows, int64_t K, int nthreads) {
     if (nthreads <= 1 || rows >= 2 * (int64_t)nthreads) return 1;
@@ -818,5 +830,185 @@ SL_EXPORT void SFX(sl_fwht)(T *x, int64_t rows, int64_t n, T scale, int nthreads
 #undef SFX_BF_STAGE
 #undef SFX_LSTAGE
 #undef SFX_TOP_PARTS
+
+/* ---------------------------------------------------------------------- */
+/* Fastfood: gathers fused with diagonal scalings, and column sums.        */
+
+#define SL_FF_ROWS 4 /* rows per work item of the gather: one index load serves four rows */
+
+/* out[r, j, k] = D[j, k] * src[r * ld + j * jstride + i], where i = idx[j, k]
+ * (idx given, every entry >= 0) or i = k (idx NULL; k >= nlim gives 0).
+ * Items are (group of SL_FF_ROWS rows, block) pairs. */
+static void SFX(ff_gather_scale_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
+    const int64_t d = c->d, nb = c->nb, ld = c->ld;
+    for (int64_t it = i0; it < i1; it++) {
+        const int64_t r0 = (it / nb) * SL_FF_ROWS, j = it % nb;
+        const int64_t r1 = r0 + SL_FF_ROWS < c->rows ? r0 + SL_FF_ROWS : c->rows;
+        const T *restrict D = (const T *)c->coef + j * d;
+        const T *s = (const T *)c->src + r0 * ld + j * c->jstride;
+        T *o = (T *)c->out + (r0 * nb + j) * d;
+        const int64_t od = nb * d; /* row stride of out */
+        if (c->idx && r1 - r0 == 4) {
+            const int64_t *restrict idx = c->idx + j * d;
+            const T *restrict s0 = s, *restrict s1 = s + ld, *restrict s2 = s + 2 * ld, *restrict s3 = s + 3 * ld;
+            T *restrict o0 = o, *restrict o1 = o + od, *restrict o2 = o + 2 * od, *restrict o3 = o + 3 * od;
+            for (int64_t k = 0; k < d; k++) {
+                const int64_t i = idx[k];
+                const T dk = D[k];
+                o0[k] = dk * s0[i];
+                o1[k] = dk * s1[i];
+                o2[k] = dk * s2[i];
+                o3[k] = dk * s3[i];
+            }
+            continue;
+        }
+        for (int64_t r = r0; r < r1; r++, s += ld, o += od) {
+            if (c->idx) {
+                const int64_t *restrict idx = c->idx + j * d;
+                SL_IVDEP
+                for (int64_t k = 0; k < d; k++) o[k] = D[k] * s[idx[k]];
+            } else {
+                const int64_t e = c->nlim < d ? c->nlim : d;
+                SL_IVDEP
+                for (int64_t k = 0; k < e; k++) o[k] = D[k] * s[k];
+                for (int64_t k = e; k < d; k++) o[k] = 0;
+            }
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_ff_gather_scale)(const T *src, const int64_t *idx, const T *D, T *out, int64_t rows,
+                                       int64_t nb, int64_t d, int64_t ld, int64_t jstride, int64_t nlim,
+                                       int nthreads) {
+    if (rows <= 0 || nb <= 0 || d <= 0) return;
+    sl_ff_ctx c = {src, D, NULL, idx, out, NULL, rows, nb, d, ld, jstride, nlim, 1, 0};
+    const int64_t items = (rows + SL_FF_ROWS - 1) / SL_FF_ROWS * nb;
+    sl_parallel(SFX(ff_gather_scale_task), &c, items, sl_nthreads(nthreads, rows * nb * d, items));
+}
+
+/* out[r, k] = sum_{j < nsum} D[j * d + k] * src[r * ld + j * d + k] (+ bias[k])
+ * for k < nlim, and 0 for nlim <= k < n_dst.  With nsum = 1 and out == src
+ * (same row stride) it runs in place. Items are rows. */
+static void SFX(ff_scale_sum_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
+    const int64_t d = c->d, e = c->nlim < c->n_dst ? c->nlim : c->n_dst;
+    const T *D = (const T *)c->coef, *bias = (const T *)c->bias;
+    for (int64_t r = i0; r < i1; r++) {
+        const T *s = (const T *)c->src + r * c->ld;
+        T *o = (T *)c->out + r * c->n_dst;
+        if (c->nsum == 1) {
+            if (bias) {
+                SL_IVDEP
+                for (int64_t k = 0; k < e; k++) o[k] = D[k] * s[k] + bias[k];
+            } else {
+                SL_IVDEP
+                for (int64_t k = 0; k < e; k++) o[k] = D[k] * s[k];
+            }
+        } else {
+            SL_IVDEP
+            for (int64_t k = 0; k < e; k++) o[k] = D[k] * s[k];
+            for (int64_t j = 1; j < c->nsum; j++) {
+                const T *Dj = D + j * d, *sj = s + j * d;
+                SL_IVDEP
+                for (int64_t k = 0; k < e; k++) o[k] += Dj[k] * sj[k];
+            }
+            if (bias) {
+                SL_IVDEP
+                for (int64_t k = 0; k < e; k++) o[k] += bias[k];
+            }
+        }
+        for (int64_t k = e; k < c->n_dst; k++) o[k] = 0;
+    }
+}
+
+SL_EXPORT void SFX(sl_ff_scale_sum)(const T *src, const T *D, const T *bias, T *out, int64_t rows,
+                                    int64_t nsum, int64_t d, int64_t ld, int64_t nlim, int64_t n_dst,
+                                    int nthreads) {
+    if (rows <= 0 || n_dst <= 0) return;
+    sl_ff_ctx c = {src, D, bias, NULL, out, NULL, rows, 1, d, ld, 0, nlim, nsum, n_dst};
+    sl_parallel(SFX(ff_scale_sum_task), &c, rows, sl_nthreads(nthreads, rows * (nsum * d > n_dst ? nsum * d : n_dst), rows));
+}
+
+/* acc[j * d + k] = sum_r a[r, j, k] * b[r * ld + j * jstride + i], i = idx[j, k]
+ * (idx given) or i = k (idx NULL; terms with j * jstride + k >= nlim are 0).
+ * a: rows x (nb * d). Parallel over column chunks, so each sum has one writer. */
+static void SFX(ff_colsum_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
+    const int64_t d = c->d, n = c->nb * d;
+    T *acc = (T *)c->out;
+    for (int64_t it = i0; it < i1; it++) {
+        const int64_t c0 = it * SL_FF_CHUNK, c1 = c0 + SL_FF_CHUNK < n ? c0 + SL_FF_CHUNK : n;
+        for (int64_t q = c0; q < c1; q++) acc[q] = 0;
+        /* a chunk never straddles blocks when d >= SL_FF_CHUNK; otherwise walk block by block */
+        for (int64_t q0 = c0; q0 < c1;) {
+            const int64_t j = q0 / d, k0 = q0 % d;
+            const int64_t q1 = (j + 1) * d < c1 ? (j + 1) * d : c1, k1 = k0 + (q1 - q0);
+            int64_t ke = k1;
+            if (!c->idx) {
+                int64_t lim = c->nlim - j * c->jstride;
+                if (lim < k0) lim = k0;
+                if (ke > lim) ke = lim;
+            }
+            for (int64_t r = 0; r < c->rows; r++) {
+                const T *a = (const T *)c->src + r * n + j * d;
+                const T *b = (const T *)c->coef + r * c->ld + j * c->jstride;
+                T *s = acc + j * d;
+                if (c->idx) {
+                    const int64_t *idx = c->idx + j * d;
+                    for (int64_t k = k0; k < ke; k++) s[k] += a[k] * b[idx[k]];
+                } else {
+                    SL_IVDEP
+                    for (int64_t k = k0; k < ke; k++) s[k] += a[k] * b[k];
+                }
+            }
+            q0 = q1;
+        }
+    }
+}
+
+/* The gathered column sums row by row (a row of b stays in L1 while its
+ * random reads run): item p of P = n_dst sums rows [rows p / P,
+ * rows (p + 1) / P) into acc (p = 0) or scratch + (p - 1) nb d. */
+static void SFX(ff_colsum_rows_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
+    const int64_t d = c->d, nb = c->nb, n = nb * d, P = c->n_dst;
+    for (int64_t p = i0; p < i1; p++) {
+        T *restrict acc = p == 0 ? (T *)c->out : (T *)c->scratch + (p - 1) * n;
+        for (int64_t q = 0; q < n; q++) acc[q] = 0;
+        for (int64_t r = c->rows * p / P; r < c->rows * (p + 1) / P; r++) {
+            for (int64_t j = 0; j < nb; j++) {
+                const T *restrict a = (const T *)c->src + r * n + j * d;
+                const T *restrict b = (const T *)c->coef + r * c->ld + j * c->jstride;
+                const int64_t *restrict idx = c->idx + j * d;
+                T *restrict s = acc + j * d;
+                for (int64_t k = 0; k < d; k++) s[k] += a[k] * b[idx[k]];
+            }
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_ff_colsum)(const T *a, const T *b, const int64_t *idx, T *acc, int64_t rows, int64_t nb,
+                                 int64_t d, int64_t ld, int64_t jstride, int64_t nlim, int nthreads) {
+    if (nb <= 0 || d <= 0) return;
+    if (idx) {
+        const int64_t n = nb * d;
+        int P = sl_nthreads(nthreads, rows * n, rows);
+        T *scratch = P > 1 ? (T *)malloc(sizeof(T) * n * (P - 1)) : NULL;
+        if (!scratch) P = 1;
+        sl_ff_ctx c = {a, b, NULL, idx, acc, scratch, rows, nb, d, ld, jstride, nlim, 1, P};
+        sl_parallel(SFX(ff_colsum_rows_task), &c, P, P);
+        for (int p = 1; p < P; p++) {
+            const T *part = scratch + (int64_t)(p - 1) * n;
+            SL_IVDEP
+            for (int64_t q = 0; q < n; q++) acc[q] += part[q];
+        }
+        free(scratch);
+        return;
+    }
+    sl_ff_ctx c = {a, b, NULL, idx, acc, NULL, rows, nb, d, ld, jstride, nlim, 1, 0};
+    int64_t items = (nb * d + SL_FF_CHUNK - 1) / SL_FF_CHUNK;
+    sl_parallel(SFX(ff_colsum_task), &c, items, sl_nthreads(nthreads, rows * nb * d, items));
+}
 
 #endif /* SL_GENERIC */
