@@ -18,10 +18,6 @@ __all__ = ["ACDC"]
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _rebuild_derived_buffers(module: "ACDC", incompatible_keys) -> None:
-    module._build_indices()  # a module-level function, so that layers pickle
-
-
 def _inverse(index: np.ndarray, size: int) -> np.ndarray:
     """``inverse[index[j]] = j`` for ``index[j] >= 0``, −1 elsewhere; length ``size``."""
     inverse = np.full(size, -1, dtype=np.int64)
@@ -91,8 +87,10 @@ class ACDC(StructuredLayer):
         else:
             self.register_buffer("permutations", None)
         self._build_indices()
-        self.register_load_state_dict_post_hook(_rebuild_derived_buffers)
         self.reset_parameters()
+
+    def _rebuild_derived_buffers(self) -> None:
+        self._build_indices()
 
     def _build_indices(self) -> None:
         """Derived, non-persistent buffers: every gather index of the cascade and the bin constants."""

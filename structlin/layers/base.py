@@ -34,6 +34,10 @@ def unregister_layer(name: str) -> type:
     return _LAYERS.unregister(name)
 
 
+def _after_load_state_dict(module: "StructuredLayer", incompatible_keys) -> None:
+    module._rebuild_derived_buffers()  # a module-level function, so that layers pickle
+
+
 def available_layers() -> list[str]:
     """The registered layer kinds, sorted."""
     return _LAYERS.names()
@@ -54,6 +58,10 @@ class StructuredLayer(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
+        self.register_load_state_dict_post_hook(_after_load_state_dict)
+
+    def _rebuild_derived_buffers(self) -> None:
+        """Recompute non-persistent buffers derived from the state (index tables, constants) after a load."""
 
     @classmethod
     def create(cls, kind: str, in_features: int, out_features: int, **options) -> "StructuredLayer":

@@ -96,8 +96,10 @@ class Fastfood(StructuredLayer):
         perms = torch.stack([torch.randperm(d) for _ in range(self.blocks)])
         self.register_buffer("permutations", perms.to(device))
         self._build_inverse()
-        self.register_load_state_dict_post_hook(lambda module, keys: module._build_inverse())
         self.reset_parameters()
+
+    def _rebuild_derived_buffers(self) -> None:
+        self._build_inverse()
 
     def _build_inverse(self) -> None:
         """The derived, non-persistent buffer ``_inverse`` (row-wise inverse permutations)."""
