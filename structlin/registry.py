@@ -38,6 +38,12 @@ class Registry(Generic[T]):
         except (KeyError, TypeError):
             raise ValueError(f"unknown {self.what} {name!r}; valid names: {', '.join(self.names())}") from None
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return what was registered under it (``ValueError`` listing the names if absent)."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 
