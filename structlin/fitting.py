@@ -52,19 +52,19 @@ def _flat(x: torch.Tensor, in_features: int) -> torch.Tensor:
 def relative_error(layer: nn.Module, linear: nn.Linear, inputs: torch.Tensor | None = None) -> float:
     r"""``‖layer(X) − linear(X)‖_F / ‖linear(X)‖_F`` with both modules as they are (dtype, device).
 
-    ``inputs`` ``(..., in_features)``; by default :func:`random_inputs`. Both modules run in eval mode and are
-    put back in the mode they had.
+    ``inputs`` ``(..., in_features)``; by default :func:`random_inputs`. ``layer`` runs in eval mode and is put
+    back in the mode it had; the reference is ``F.linear`` with the Linear's weight and bias (its hooks do not run).
     """
     weight = linear.weight
     x = random_inputs(linear.in_features) if inputs is None else _flat(inputs, linear.in_features)
     x = x.to(device=weight.device, dtype=weight.dtype)
-    modes = layer.training, linear.training
-    layer.eval(), linear.eval()
+    reference = nn.functional.linear(x, weight, linear.bias).double()
+    mode = layer.training
+    layer.eval()
     try:
-        reference = linear(x).double()
         error = (layer(x).double() - reference).norm() / reference.norm().clamp_min(torch.finfo(torch.float64).tiny)
     finally:
-        layer.train(modes[0]), linear.train(modes[1])
+        layer.train(mode)
     return float(error)
 
 

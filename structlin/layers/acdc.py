@@ -26,6 +26,11 @@ def _inverse(index: np.ndarray, size: int) -> np.ndarray:
     return inverse
 
 
+def _rebuild_after_load(module: "ACDC", incompatible_keys) -> None:
+    """load_state_dict post hook (a module-level function, so that a whole ACDC can be pickled by torch.save)."""
+    module._build_indices()
+
+
 @register_layer("acdc")
 class ACDC(StructuredLayer):
     r"""A cascade of ``depth`` ACDC blocks, ``y = B_K … π σ(B_2 π σ(B_1 x)) + bias``.
@@ -87,7 +92,7 @@ class ACDC(StructuredLayer):
         else:
             self.register_buffer("permutations", None)
         self._build_indices()
-        self.register_load_state_dict_post_hook(lambda module, keys: module._build_indices())
+        self.register_load_state_dict_post_hook(_rebuild_after_load)
         self.reset_parameters()
 
     def _build_indices(self) -> None:
