@@ -272,6 +272,7 @@ def swap(
     preserve: str = "auto",
     calibration: Any = None,
     dry_run: bool = False,
+    fit_iterations: int = 500,
     **layer_options,
 ) -> SwapResult:
     """Replace ``model``'s ``nn.Linear`` layers by layers of a registered ``kind``, in place.
@@ -289,6 +290,7 @@ def swap(
             inputs). The model runs once on it before anything is replaced; each Linear's inputs are then the
             fitting data (``preserve="fit"``) and the data its error is reported on.
         dry_run: build nothing into the model: return what would be replaced (errors are not measured).
+        fit_iterations: L-BFGS iterations of each least-squares fit (:func:`structlin.fitting.fit_layer`).
         **layer_options: passed to the kind's constructor (or ``from_linear``), e.g. ``rank=16`` or ``depth=4``.
             ``bias`` defaults to whether the Linear has one.
 
@@ -309,8 +311,9 @@ def swap(
     cls = _LAYERS.get(kind)
     if preserve not in PRESERVE:
         raise ValueError(f"preserve must be one of {', '.join(map(repr, PRESERVE))}, got {preserve!r}")
-    if isinstance(min_features, bool) or not isinstance(min_features, int) or min_features < 0:
-        raise ValueError(f"min_features must be a non-negative int, got {min_features!r}")
+    for name, value, low in (("min_features", min_features, 0), ("fit_iterations", fit_iterations, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int ≥ {low}, got {value!r}")
     include_p, exclude_p = _patterns(include, "include"), _patterns(exclude, "exclude")
     if type(model) is nn.Linear:
         raise ValueError("swap replaces submodules in place; the model itself is an nn.Linear, so wrap it first")
@@ -353,7 +356,7 @@ def swap(
             raise ValueError(f"the calibration batch never reached {names[0]!r}, so it cannot be fitted on it")
         layer = _build(cls, kind, linear, method, layer_options, names[0])
         if method in ("fit", "fit-calibration", "closed-form+fit"):
-            fit_layer(layer, linear, x)
+            fit_layer(layer, linear, x, max_iter=fit_iterations)
         layer.train(linear.training)
         if not any(p.requires_grad for p in linear.parameters()):
             layer.requires_grad_(False)

@@ -384,7 +384,7 @@ def test_bad_pattern_names_pattern_and_linears():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="preserve must be one of 'auto', 'fit', 'none'"):
         swap(Net(), "acdc", preserve="exact")
-    with pytest.raises(ValueError, match="min_features"):
+    with pytest.raises(ValueError, match="min_features must be an int ≥ 0"):
         swap(Net(), "acdc", min_features=-1)
     with pytest.raises(TypeError, match=r"could not build a 'acdc' layer for 'embed' \(8→16\).*colour"):
         swap(Net(), "acdc", colour="red")
