@@ -90,14 +90,14 @@ def load_object(spec: str) -> nn.Module:
 
 
 def _report(args: argparse.Namespace) -> int:
-    report = getattr(structlin, "report", None)
-    if report is None:
-        print("structlin report is not available in this installation (structlin.report is missing)", file=sys.stderr)
-        return 2
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise SystemExit(f"--dtype must be a floating-point torch dtype such as float32, got {args.dtype!r}")
     model = load_object(args.model).to(dtype)
+    report = getattr(structlin, "report", None)
+    if report is None:
+        print("structlin report is not available in this installation (structlin.report is missing)", file=sys.stderr)
+        return 2
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randn(*size, generator=generator).to(dtype) for size in args.input_size]
     print(report(model, *inputs, backward=not args.no_backward))

@@ -240,6 +240,9 @@ def plot(dense: dict, rows: list[dict], path: Path) -> bool:
 
 def run(out: Path, *, quick: bool, threads: int, flops, only: list[str] | None = None) -> int:
     """Run the demo, print the table, write ``demo.json`` and ``demo.png`` into ``out``; returns an exit code."""
+    variants = [v for v in VARIANTS if only is None or v.label in only or v.kind in only]
+    if only is not None and not variants:
+        raise SystemExit(f"--only {','.join(only)} names no variant; labels: {', '.join(v.label for v in VARIANTS)}")
     settings = Settings.quick() if quick else Settings()
     torch.set_num_threads(threads)
     torch.manual_seed(settings.seed)
@@ -253,7 +256,6 @@ def run(out: Path, *, quick: bool, threads: int, flops, only: list[str] | None =
     train(dense_model, x_train, y_train, settings, settings.epochs, "train dense")
     dense = measure(dense_model, data, settings, flops)
 
-    variants = [v for v in VARIANTS if only is None or v.label in only or v.kind in only]
     rows, failed = [], 0
     registered = available_layers()
     for variant in variants:
