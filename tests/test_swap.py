@@ -1,5 +1,8 @@
 import io
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -408,3 +411,36 @@ def test_result_table_and_dict():
     assert "head" in text and "16→3" in text and "model" in text
     summary = result.to_dict()
     assert summary["layers"][0]["names"] == ["head"] and summary["params_after"] == result.params_after
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run_example(script):
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_example_swap_report():
+    out = _run_example("swap_report.py")
+    assert "4 nn.Linear → 'acdc'" in out and "1.mlp.0" in out and "fit-calibration" in out
+
+
+def test_example_swap_finetune():
+    pytest.importorskip("sklearn")
+    out = _run_example("swap_finetune.py")
+    accuracies = [float(line.split("accuracy ")[1].split()[0].rstrip(",")) for line in out.splitlines()
+                  if "accuracy " in line]
+    assert len(accuracies) == 3 and accuracies[0] > 0.8
+    assert accuracies[2] > accuracies[1]  # fine-tuning recovers accuracy the swap lost
+
+
+def test_example_quadranet_v2():
+    pytest.importorskip("sklearn")
+    out = _run_example("quadranet_v2.py")
+    if "quadratic" not in structlin.available_layers():
+        assert "not registered" in out
+        return
+    assert "at the exact start" in out and "quadratic-term parameters" in out
