@@ -444,3 +444,17 @@ def test_example_quadranet_v2():
         assert "not registered" in out
         return
     assert "at the exact start" in out and "quadratic-term parameters" in out
+
+
+def test_full_backward_hook_moves_and_moves_back():
+    model = nn.Sequential(nn.Linear(8, 8))
+    calls = []
+    handle = model[0].register_full_backward_hook(lambda module, grad_in, grad_out: calls.append(type(module).__name__))
+    result = swap(model, "acdc")
+    x = torch.randn(2, 8, requires_grad=True)
+    model(x).sum().backward()
+    unswap(model, result)
+    model(x).sum().backward()
+    handle.remove()
+    model(x).sum().backward()
+    assert calls == ["ACDC", "Linear"]
