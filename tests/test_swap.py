@@ -83,6 +83,15 @@ class Factored(StructuredLayer):
 
 
 @pytest.fixture
+def one_thread():
+    """Fits of tiny layers are many small calls: one thread avoids thread start-up costs on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def kinds():
     """Register the test kinds for one test only, so they never show up in other modules' ``available_layers()``."""
     names = {"exact": "test-swap-dense-copy", "factored": "test-swap-factored"}
@@ -187,7 +196,7 @@ def test_exact_kind_leaves_outputs_unchanged_float64(kinds):
     assert result.params_after == result.params_before
 
 
-def test_preserve_modes_choose_the_start(kinds):
+def test_preserve_modes_choose_the_start(kinds, one_thread):
     linear_model = lambda: nn.Sequential(nn.Linear(6, 6))  # noqa: E731
     assert swap(linear_model(), "acdc").layers[0].method == "init"
     assert swap(linear_model(), "acdc", preserve="none").layers[0].method == "init"
@@ -196,11 +205,12 @@ def test_preserve_modes_choose_the_start(kinds):
     assert swap(linear_model(), kinds["factored"]).layers[0].method == "init"
     assert swap(linear_model(), kinds["factored"], preserve="fit").layers[0].method == "closed-form"
     x = torch.randn(4, 6)
-    assert swap(linear_model(), kinds["factored"], preserve="fit", calibration=x).layers[0].method == "closed-form+fit"
-    assert swap(linear_model(), "acdc", preserve="fit", calibration=x, depth=1).layers[0].method == "fit-calibration"
+    fit = {"preserve": "fit", "calibration": x, "fit_iterations": 5}
+    assert swap(linear_model(), kinds["factored"], **fit).layers[0].method == "closed-form+fit"
+    assert swap(linear_model(), "acdc", depth=1, **fit).layers[0].method == "fit-calibration"
 
 
-def test_closed_form_fit_matches_truncated_svd_and_calibration_improves_it(kinds):
+def test_closed_form_fit_matches_truncated_svd_and_calibration_improves_it(kinds, one_thread):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 10, dtype=torch.float64))
     linear = model[0]
@@ -247,7 +257,7 @@ def _acdc_matrix_linear(n, depth, seed):
     return source, linear
 
 
-def test_fit_recovers_a_matrix_an_acdc_cascade_represents():
+def test_fit_recovers_a_matrix_an_acdc_cascade_represents(one_thread):
     source, linear = _acdc_matrix_linear(16, 2, seed=3)
     fresh = ACDC(16, 16, depth=2, dtype=torch.float64)
     fresh.load_state_dict({**fresh.state_dict(), "permutations": source.permutations.clone()})
@@ -259,7 +269,7 @@ def test_fit_recovers_a_matrix_an_acdc_cascade_represents():
     torch.testing.assert_close(fresh.to_dense(), linear.weight.detach(), rtol=0, atol=1e-4)
 
 
-def test_swap_fit_recovers_acdc_matrix_with_same_seed():
+def test_swap_fit_recovers_acdc_matrix_with_same_seed(one_thread):
     # swap builds replacements with torch's global RNG in module order: seeding as the source was seeded gives
     # the replacement the source's permutations
     source, linear = _acdc_matrix_linear(16, 2, seed=5)
