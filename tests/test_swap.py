@@ -468,3 +468,23 @@ def test_full_backward_hook_moves_and_moves_back():
     handle.remove()
     model(x).sum().backward()
     assert calls == ["ACDC", "Linear"]
+
+
+@pytest.mark.skipif("quadratic" not in structlin.available_layers(), reason="the quadratic kind is not registered")
+@pytest.mark.parametrize("options", [{"form": "fan"}, {"form": "xu"}, {"form": "lowrank", "rank": 4}])
+def test_quadratic_swap_is_exact_float64(options):
+    torch.manual_seed(0)
+    model = Net().double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    before = model(x)
+    result = swap(model, "quadratic", **options)
+    assert {e.method for e in result} == {"exact"}
+    torch.testing.assert_close(model(x), before, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif("lowrank" not in structlin.available_layers(), reason="the lowrank kind is not registered")
+def test_lowrank_fit_uses_its_closed_form():
+    torch.manual_seed(0)
+    result = swap(Net(), "lowrank", preserve="fit", include="blocks.*.mlp.*", rank=4)
+    assert {e.method for e in result} == {"closed-form"}
+    assert all(0.0 < e.relative_error < 1.0 and e.params_after < e.params_before for e in result)
