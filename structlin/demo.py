@@ -229,7 +229,7 @@ def plot(dense: dict, rows: list[dict], path: Path) -> bool:
     ax.set_xscale("log")
     ax.set_xlabel("parameters (whole model, log scale)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"digits MLP: hidden layers swapped, then fine-tuned")
+    ax.set_title("digits MLP: hidden layers swapped, then fine-tuned")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
