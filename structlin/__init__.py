@@ -13,6 +13,7 @@ from .layers import (
     unregister_layer,
 )
 from .report import Report, report
+from .swap import SwapResult, swap, unswap
 
 __version__ = "0.1.0.dev0"
 
@@ -23,13 +24,16 @@ __all__ = [
     "RandomFeatures",
     "Report",
     "StructuredLayer",
+    "SwapResult",
     "available_layers",
     "costs",
     "random_features",
     "register_layer",
     "report",
     "strategies",
+    "swap",
     "transforms",
     "unregister_layer",
+    "unswap",
     "__version__",
 ]

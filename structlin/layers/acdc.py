@@ -26,6 +26,7 @@ def _inverse(index: np.ndarray, size: int) -> np.ndarray:
     return inverse
 
 
+
 @register_layer("acdc")
 class ACDC(StructuredLayer):
     r"""A cascade of ``depth`` ACDC blocks, ``y = B_K … π σ(B_2 π σ(B_1 x)) + bias``.

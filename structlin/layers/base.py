@@ -11,7 +11,7 @@ from torch import nn
 from ..costs import Cost
 from ..registry import Registry
 
-__all__ = ["StructuredLayer", "register_layer", "unregister_layer", "available_layers"]
+__all__ = ["StructuredLayer", "register_layer", "unregister_layer", "layer_class", "available_layers"]
 
 _LAYERS: Registry[type] = Registry("layer kind")
 
@@ -36,6 +36,11 @@ def unregister_layer(name: str) -> type:
 
 def _after_load_state_dict(module: "StructuredLayer", incompatible_keys) -> None:
     module._rebuild_derived_buffers()  # a module-level function, so that layers pickle
+
+
+def layer_class(kind: str) -> type:
+    """The class registered as ``kind`` (``ValueError`` listing the valid kinds if there is none)."""
+    return _LAYERS.get(kind)
 
 
 def available_layers() -> list[str]:

@@ -1,0 +1,489 @@
+import io
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import structlin
+from structlin import ACDC, StructuredLayer, register_layer, swap, unswap
+from structlin.costs import Cost
+from structlin.fitting import fit_layer, relative_error
+from structlin.registry import Registry
+
+from helpers import assert_compiled_matches_eager
+
+
+class DenseCopy(StructuredLayer):
+    """A test kind that holds a full weight: ``from_linear`` reproduces any Linear exactly."""
+
+    exact_from_linear = True
+
+    def __init__(self, in_features, out_features, *, bias=True):
+        super().__init__(in_features, out_features)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @classmethod
+    def from_linear(cls, linear, **options):
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, **options)
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def to_dense(self):
+        return self.weight.detach().clone()
+
+    def cost(self, batch_shape=()):
+        rows = self._rows(batch_shape)
+        return Cost(self.weight.numel(), 2 * rows * self.weight.numel(), 4 * rows * self.weight.numel(), 0)
+
+
+class Factored(StructuredLayer):
+    """A test kind with an approximate closed-form ``from_linear``: the rank-r truncated SVD."""
+
+    def __init__(self, in_features, out_features, *, rank=2, bias=True):
+        super().__init__(in_features, out_features)
+        self.u = nn.Parameter(torch.randn(out_features, rank) / rank**0.5)
+        self.v = nn.Parameter(torch.randn(rank, in_features) / in_features**0.5)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @classmethod
+    def from_linear(cls, linear, *, rank=2):
+        layer = cls(linear.in_features, linear.out_features, rank=rank, bias=linear.bias is not None)
+        layer = layer.to(dtype=linear.weight.dtype)
+        u, s, vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)
+        with torch.no_grad():
+            layer.u.copy_(u[:, :rank] * s[:rank])
+            layer.v.copy_(vh[:rank])
+            if layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer
+
+    def forward(self, x):
+        return nn.functional.linear(x @ self.v.T, self.u, self.bias)
+
+    def to_dense(self):
+        return (self.u @ self.v).detach()
+
+
+@pytest.fixture
+def one_thread():
+    """Fits of tiny layers are many small calls: one thread avoids thread start-up costs on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def kinds():
+    """Register the test kinds for one test only, so they never show up in other modules' ``available_layers()``."""
+    names = {"exact": "test-swap-dense-copy", "factored": "test-swap-factored"}
+    register_layer(names["exact"])(DenseCopy)
+    register_layer(names["factored"])(Factored)
+    yield names
+    for name in names.values():
+        structlin.unregister_layer(name)
+
+
+class Block(nn.Module):
+    """A small transformer-style block: attention projections, an MLP, a LayerNorm."""
+
+    def __init__(self, d=16, hidden=32):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.attn = nn.ModuleDict({"q": nn.Linear(d, d), "k": nn.Linear(d, d), "v": nn.Linear(d, d), "o": nn.Linear(d, d)})
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+
+    def forward(self, x):
+        h = self.norm(x)
+        q, k, v = self.attn["q"](h), self.attn["k"](h), self.attn["v"](h)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+        x = x + self.attn["o"](weights @ v)
+        return x + self.mlp(self.norm(x))
+
+
+class Net(nn.Module):
+    def __init__(self, d=16):
+        super().__init__()
+        self.embed = nn.Linear(8, d)
+        self.blocks = nn.ModuleList([Block(d), Block(d)])
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+ALL_LINEARS = ["embed", "head"] + [
+    f"blocks.{i}.{name}" for i in range(2) for name in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.0", "mlp.2")
+]
+
+
+def _linear_names(model):
+    return sorted(name for name, m in model.named_modules() if type(m) is nn.Linear)
+
+
+@pytest.mark.parametrize(
+    "include, exclude, min_features, expected",
+    [
+        (None, None, 0, ALL_LINEARS),
+        ("*.attn.q", None, 0, ["blocks.0.attn.q", "blocks.1.attn.q"]),
+        (["blocks.1.attn.*"], "*.o", 0, ["blocks.1.attn.k", "blocks.1.attn.q", "blocks.1.attn.v"]),
+        ("blocks.*.mlp.*", None, 0, ["blocks.0.mlp.0", "blocks.0.mlp.2", "blocks.1.mlp.0", "blocks.1.mlp.2"]),
+        ("embed", None, 0, ["embed"]),
+        (None, ["blocks.*"], 0, ["embed", "head"]),
+        (None, None, 16, [n for n in ALL_LINEARS if n not in ("embed", "head")]),
+        ("blocks.0.*", None, 17, []),
+    ],
+)
+def test_replaces_exactly_what_the_patterns_say(include, exclude, min_features, expected):
+    model = Net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if not expected else "error")
+        result = swap(model, "acdc", include=include, exclude=exclude, min_features=min_features)
+    assert sorted(result.names) == sorted(expected)
+    replaced = sorted(name for name, m in model.named_modules() if isinstance(m, ACDC))
+    assert replaced == sorted(expected)
+    assert _linear_names(model) == sorted(set(ALL_LINEARS) - set(expected))
+    model(torch.randn(2, 5, 8))  # still runs
+
+
+def test_no_match_warns():
+    with pytest.warns(UserWarning, match="no nn.Linear matched"):
+        result = swap(Net(), "acdc", min_features=1000)
+    assert len(result) == 0
+
+
+def test_plain_linear_only_and_shared_linear_replaced_everywhere():
+    shared = nn.Linear(8, 8)
+    model = nn.ModuleDict({"a": shared, "b": nn.Sequential(shared), "mha": nn.MultiheadAttention(8, 2)})
+    result = swap(model, "acdc")
+    assert len(result) == 1 and result.layers[0].names == ["a", "b.0"]
+    assert model["a"] is model["b"][0] and isinstance(model["a"], ACDC)
+    # the out_proj of MultiheadAttention is an nn.Linear subclass its parent reads directly: left alone
+    assert type(model["mha"].out_proj) is not ACDC
+
+
+def test_exact_kind_leaves_outputs_unchanged_float64(kinds):
+    torch.manual_seed(0)
+    model = Net().double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    before = model(x)
+    result = swap(model, kinds["exact"])  # preserve="auto" starts exactly where the kind can
+    assert all(isinstance(m, DenseCopy) for n, m in model.named_modules() if n in ALL_LINEARS)
+    assert {e.method for e in result} == {"exact"}
+    assert max(e.relative_error for e in result) < 1e-15
+    torch.testing.assert_close(model(x), before, rtol=0, atol=1e-14)
+    assert result.params_after == result.params_before
+
+
+def test_preserve_modes_choose_the_start(kinds, one_thread):
+    linear_model = lambda: nn.Sequential(nn.Linear(6, 6))  # noqa: E731
+    assert swap(linear_model(), "acdc").layers[0].method == "init"
+    assert swap(linear_model(), "acdc", preserve="none").layers[0].method == "init"
+    assert swap(linear_model(), kinds["exact"], preserve="none").layers[0].method == "init"
+    assert swap(linear_model(), kinds["exact"], preserve="fit").layers[0].method == "exact"
+    assert swap(linear_model(), kinds["factored"]).layers[0].method == "init"
+    assert swap(linear_model(), kinds["factored"], preserve="fit").layers[0].method == "closed-form"
+    x = torch.randn(4, 6)
+    fit = {"preserve": "fit", "calibration": x, "fit_iterations": 5}
+    assert swap(linear_model(), kinds["factored"], **fit).layers[0].method == "closed-form+fit"
+    assert swap(linear_model(), "acdc", depth=1, **fit).layers[0].method == "fit-calibration"
+
+
+def test_closed_form_fit_matches_truncated_svd_and_calibration_improves_it(kinds, one_thread):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 10, dtype=torch.float64))
+    linear = model[0]
+    weight = linear.weight.detach().clone()
+    result = swap(model, kinds["factored"], preserve="fit", rank=3)
+    s = torch.linalg.svdvals(weight)
+    torch.testing.assert_close(model[0].to_dense(), weight - _tail(weight, 3), rtol=0, atol=1e-12)
+    assert s[3] > 0 and result.layers[0].params_after == 3 * (12 + 10) + 10
+
+    # calibration inputs in a 3-dimensional subspace: a rank-3 layer can match the Linear exactly there
+    basis = torch.randn(3, 12, dtype=torch.float64)
+    calibration = torch.randn(200, 3, dtype=torch.float64) @ basis
+    svd_only = swap(nn.Sequential(_copy(linear)), kinds["factored"], preserve="fit", rank=3)
+    error_svd = relative_error(svd_only.layers[0].layer, linear, calibration)
+    refined = swap(nn.Sequential(_copy(linear)), kinds["factored"], preserve="fit", rank=3, calibration=calibration)
+    assert refined.layers[0].error_inputs == "calibration"
+    assert error_svd > 1e-2
+    assert refined.layers[0].relative_error < 1e-6
+
+
+def _tail(weight, rank):
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    return (u[:, rank:] * s[rank:]) @ vh[rank:]
+
+
+def _copy(linear):
+    new = nn.Linear(linear.in_features, linear.out_features, dtype=linear.weight.dtype)
+    new.load_state_dict(linear.state_dict())
+    return new
+
+
+def _acdc_matrix_linear(n, depth, seed):
+    """An nn.Linear whose map an ACDC cascade of this depth represents exactly (built after ``manual_seed(seed)``)."""
+    torch.manual_seed(seed)
+    source = ACDC(n, n, depth=depth, dtype=torch.float64)
+    with torch.no_grad():  # well away from the identity the fit starts near
+        source.A.normal_(1.0, 0.5)
+        source.D.normal_(1.0, 0.5)
+        source.bias.normal_()
+    linear = nn.Linear(n, n, dtype=torch.float64)
+    with torch.no_grad():
+        linear.weight.copy_(source.to_dense())
+        linear.bias.copy_(source.bias)
+    return source, linear
+
+
+def test_fit_recovers_a_matrix_an_acdc_cascade_represents(one_thread):
+    source, linear = _acdc_matrix_linear(16, 2, seed=3)
+    fresh = ACDC(16, 16, depth=2, dtype=torch.float64)
+    fresh.load_state_dict({**fresh.state_dict(), "permutations": source.permutations.clone()})
+    start = relative_error(fresh, linear)
+    fit_layer(fresh, linear)
+    error = relative_error(fresh, linear)
+    assert start > 0.1
+    assert error < 1e-4
+    torch.testing.assert_close(fresh.to_dense(), linear.weight.detach(), rtol=0, atol=1e-4)
+
+
+def test_swap_fit_recovers_acdc_matrix_with_same_seed(one_thread):
+    # swap builds replacements with torch's global RNG in module order: seeding as the source was seeded gives
+    # the replacement the source's permutations
+    source, linear = _acdc_matrix_linear(16, 2, seed=5)
+    model = nn.Sequential(linear)
+    torch.manual_seed(5)
+    result = swap(model, "acdc", preserve="fit", depth=2)
+    assert torch.equal(model[0].permutations, source.permutations)
+    assert result.layers[0].method == "fit"
+    assert result.layers[0].relative_error < 1e-4
+
+
+def test_dry_run_changes_nothing(kinds):
+    model = Net()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = dict(model.named_modules())
+    rng = torch.get_rng_state()
+    result = swap(model, "acdc", dry_run=True, include="blocks.0.*", depth=3)
+    assert result.dry_run and sorted(result.names) == sorted(n for n in ALL_LINEARS if n.startswith("blocks.0."))
+    assert dict(model.named_modules()) == modules
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(e.relative_error is None and e.layer is None for e in result)
+    real = swap(Net(), "acdc", include="blocks.0.*", depth=3)
+    assert [e.params_after for e in result] == [e.params_after for e in real]
+    assert result.params_after == real.params_after < result.params_before
+    assert "dry run" in str(result)
+    with pytest.raises(ValueError, match="dry run"):
+        unswap(model, result)
+
+
+def test_keeps_dtype_device_mode_hooks_and_frozen(device):
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)).to(device=device, dtype=torch.float64)
+    model.eval()
+    model[2].requires_grad_(False)
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append("parent"))
+    handle = model[0].register_forward_hook(lambda m, i, o: calls.append(type(m).__name__))
+    model[0].register_forward_pre_hook(lambda m, args: calls.append("pre"))
+    result = swap(model, "acdc")
+    for layer in (model[0], model[2]):
+        assert isinstance(layer, ACDC) and not layer.training
+        assert layer.A.dtype == torch.float64 and layer.A.device.type == device.type
+    assert all(p.requires_grad for p in model[0].parameters())
+    assert not any(p.requires_grad for p in model[2].parameters())
+    assert result.layers[0].hooks_moved == 2 and result.layers[1].hooks_moved == 0
+    model(torch.randn(2, 8, device=device, dtype=torch.float64))
+    assert calls == ["pre", "ACDC", "parent"]
+    handle.remove()  # the handle still reaches the moved hook
+    calls.clear()
+    model(torch.randn(2, 8, device=device, dtype=torch.float64))
+    assert calls == ["pre", "parent"]
+
+
+def test_unswap_restores_the_linears_and_their_hooks():
+    torch.manual_seed(0)
+    model = Net()
+    x = torch.randn(2, 5, 8)
+    before = model(x)
+    originals = dict(model.named_modules())
+    calls = []
+    model.head.register_forward_hook(lambda m, i, o: calls.append(type(m).__name__))
+    result = swap(model, "acdc", exclude="embed")
+    model(x)
+    assert calls == ["ACDC"]
+    assert unswap(model, result) is model
+    assert all(dict(model.named_modules())[name] is originals[name] for name in ALL_LINEARS)
+    torch.testing.assert_close(model(x), before, rtol=0, atol=0)
+    assert calls == ["ACDC", "Linear"]
+    with pytest.raises(RuntimeError, match="no longer holds"):
+        unswap(model, result)
+
+
+def test_state_dict_round_trip_and_torch_save(tmp_path, kinds):
+    torch.manual_seed(0)
+    model = Net()
+    swap(model, "acdc", include="blocks.*.attn.*", depth=2)
+    swap(model, kinds["exact"], include="blocks.*.mlp.*")
+    x = torch.randn(2, 5, 8)
+    expected = model(x)
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(1)  # other permutations and weights until the state_dict is loaded
+    other = Net()
+    swap(other, "acdc", include="blocks.*.attn.*", depth=2)
+    swap(other, kinds["exact"], include="blocks.*.mlp.*")
+    assert not torch.equal(other(x), expected)
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    torch.testing.assert_close(other(x), expected, rtol=0, atol=0)
+
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    torch.testing.assert_close(torch.load(path, weights_only=False)(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_swapped_model_compiles(kinds):
+    torch.manual_seed(0)
+    model = Net().double()
+    swap(model, "acdc", include="blocks.*", depth=2)
+    swap(model, kinds["exact"])
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    assert_compiled_matches_eager(model, x)
+
+
+def test_bad_kind_lists_valid_kinds():
+    with pytest.raises(ValueError, match="unknown layer kind 'nope'") as info:
+        swap(Net(), "nope")
+    assert all(kind in str(info.value) for kind in structlin.available_layers())
+    with pytest.raises(TypeError, match="acdc"):
+        swap(Net(), ACDC)
+
+
+def test_bad_pattern_names_pattern_and_linears():
+    with pytest.raises(ValueError, match=r"include pattern\(s\) \['blocks\.\*\.attn\.query'\] match no nn.Linear") as info:
+        swap(Net(), "acdc", include=["blocks.*.attn.q", "blocks.*.attn.query"])
+    assert "blocks.0.attn.q" in str(info.value) and "embed" in str(info.value)
+    with pytest.raises(ValueError, match=r"exclude pattern\(s\) \['mlp'\]"):
+        swap(Net(), "acdc", exclude="mlp")
+    with pytest.raises(TypeError, match="glob pattern"):
+        swap(Net(), "acdc", include=[])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="preserve must be one of 'auto', 'fit', 'none'"):
+        swap(Net(), "acdc", preserve="exact")
+    with pytest.raises(ValueError, match="min_features must be an int ≥ 0"):
+        swap(Net(), "acdc", min_features=-1)
+    with pytest.raises(TypeError, match=r"could not build a 'acdc' layer for 'embed' \(8→16\).*colour"):
+        swap(Net(), "acdc", colour="red")
+    with pytest.raises(ValueError, match="wrap it"):
+        swap(nn.Linear(3, 3), "acdc")
+    with pytest.raises(TypeError, match="nn.Module"):
+        swap(lambda x: x, "acdc")
+
+
+def test_registry_unregister():
+    registry = Registry("thing")
+    registry.register("a")(1)
+    assert registry.unregister("a") == 1 and "a" not in registry
+    with pytest.raises(ValueError, match="unknown thing 'a'"):
+        registry.unregister("a")
+
+
+def test_result_table_and_dict():
+    result = swap(Net(), "acdc", include="head")
+    text = str(result)
+    assert "head" in text and "16→3" in text and "model" in text
+    summary = result.to_dict()
+    assert summary["layers"][0]["names"] == ["head"] and summary["params_after"] == result.params_after
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run_example(script):
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_example_swap_report():
+    out = _run_example("swap_report.py")
+    assert "4 nn.Linear → 'acdc'" in out and "1.mlp.0" in out and "fit-calibration" in out
+
+
+def test_example_swap_finetune():
+    pytest.importorskip("sklearn")
+    out = _run_example("swap_finetune.py")
+    accuracies = [float(line.split("accuracy ")[1].split()[0].rstrip(",")) for line in out.splitlines()
+                  if "accuracy " in line]
+    assert len(accuracies) == 3 and accuracies[0] > 0.8
+    assert accuracies[2] > accuracies[1]  # fine-tuning recovers accuracy the swap lost
+
+
+def test_example_quadranet_v2():
+    pytest.importorskip("sklearn")
+    out = _run_example("quadranet_v2.py")
+    if "quadratic" not in structlin.available_layers():
+        assert "not registered" in out
+        return
+    assert "at the exact start" in out and "quadratic-term parameters" in out
+
+
+def test_full_backward_hook_moves_and_moves_back():
+    model = nn.Sequential(nn.Linear(8, 8))
+    calls = []
+    handle = model[0].register_full_backward_hook(lambda module, grad_in, grad_out: calls.append(type(module).__name__))
+    result = swap(model, "acdc")
+    x = torch.randn(2, 8, requires_grad=True)
+    model(x).sum().backward()
+    unswap(model, result)
+    model(x).sum().backward()
+    handle.remove()
+    model(x).sum().backward()
+    assert calls == ["ACDC", "Linear"]
+
+
+@pytest.mark.skipif("quadratic" not in structlin.available_layers(), reason="the quadratic kind is not registered")
+@pytest.mark.parametrize("options", [{"form": "fan"}, {"form": "xu"}, {"form": "lowrank", "rank": 4}])
+def test_quadratic_swap_is_exact_float64(options):
+    torch.manual_seed(0)
+    model = Net().double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    before = model(x)
+    result = swap(model, "quadratic", **options)
+    assert {e.method for e in result} == {"exact"}
+    torch.testing.assert_close(model(x), before, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif("lowrank" not in structlin.available_layers(), reason="the lowrank kind is not registered")
+def test_lowrank_fit_uses_its_closed_form():
+    torch.manual_seed(0)
+    result = swap(Net(), "lowrank", preserve="fit", include="blocks.*.mlp.*", rank=4)
+    assert {e.method for e in result} == {"closed-form"}
+    assert all(0.0 < e.relative_error < 1.0 and e.params_after < e.params_before for e in result)
