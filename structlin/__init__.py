@@ -2,8 +2,9 @@
 
 from . import costs, strategies, transforms
 from .costs import Cost
-from .layers import ACDC, StructuredLayer, available_layers, register_layer
+from .layers import ACDC, LowRank, Quadratic, StructuredLayer, available_layers, register_layer
+from .training import param_groups
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ACDC", "Cost", "StructuredLayer", "available_layers", "costs", "register_layer", "strategies", "transforms", "__version__"]
+__all__ = ["ACDC", "Cost", "LowRank", "Quadratic", "param_groups", "StructuredLayer", "available_layers", "costs", "register_layer", "strategies", "transforms", "__version__"]

@@ -2,5 +2,7 @@
 
 from .acdc import ACDC
 from .base import StructuredLayer, available_layers, register_layer
+from .lowrank import LowRank
+from .quadratic import Quadratic
 
-__all__ = ["StructuredLayer", "available_layers", "register_layer", "ACDC"]
+__all__ = ["StructuredLayer", "available_layers", "register_layer", "ACDC", "LowRank", "Quadratic"]
