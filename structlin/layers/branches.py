@@ -28,7 +28,7 @@ from ..costs import Cost
 from ..registry import Registry
 from .base import _LAYERS, StructuredLayer, available_layers
 
-__all__ = ["Part", "Branch", "DenseBranch", "StructuredBranch", "BRANCHES", "make_branch", "branch_needs_rank"]
+__all__ = ["Part", "Branch", "DenseBranch", "StructuredBranch", "BRANCHES", "make_branch", "branch_needs_rank", "check_branch"]
 
 
 class Part(NamedTuple):
@@ -156,9 +156,17 @@ class DenseBranch(Branch):
                     backward_flops=rows * (2 * matmul + biased), saved_bytes=rows * self.in_features * itemsize)
 
 
+def check_branch(kind: str) -> str:
+    """``kind`` if it is a branch strategy or a registered layer kind; a ``ValueError`` listing both otherwise."""
+    if isinstance(kind, str) and (kind in BRANCHES or kind in available_layers()):
+        return kind
+    valid = sorted(set(BRANCHES.names()) | set(available_layers()))
+    raise ValueError(f"unknown branch {kind!r}; valid names: {', '.join(valid)}")
+
+
 def branch_needs_rank(kind: str) -> bool:
     """Whether layers of registered kind ``kind`` take a ``rank`` argument (then a quadratic layer passes its own)."""
-    if kind in BRANCHES:
+    if check_branch(kind) in BRANCHES:
         return False
     return "rank" in inspect.signature(_LAYERS.get(kind)).parameters
 
@@ -241,9 +249,6 @@ class StructuredBranch(Branch):
 
 def make_branch(kind: str, in_features: int, parts: Sequence[Part], *, device=None, dtype=None, **options) -> Branch:
     """A branch of strategy ``kind``: a name in :data:`BRANCHES` or any registered layer kind."""
-    if kind in BRANCHES:
+    if check_branch(kind) in BRANCHES:
         return BRANCHES.get(kind)(in_features, parts, device=device, dtype=dtype, **options)
-    if kind in available_layers():
-        return StructuredBranch(in_features, parts, kind=kind, device=device, dtype=dtype, **options)
-    valid = sorted(set(BRANCHES.names()) | set(available_layers()))
-    raise ValueError(f"unknown branch {kind!r}; valid names: {', '.join(valid)}")
+    return StructuredBranch(in_features, parts, kind=kind, device=device, dtype=dtype, **options)
