@@ -77,7 +77,8 @@ def interleaved_ratios(n: int, batch: int, rounds: int) -> list[dict]:
                 times[i].append(time.perf_counter() - start)
         ratios = [a / b for a, b in zip(*times)]
         results.append({"layer": layer, "reference": reference, "bar": bar,
-                        "layer_ms": 1e3 * statistics.median(times[0]), "reference_ms": 1e3 * statistics.median(times[1]),
+                        "layer_ms": 1e3 * statistics.median(times[0]),
+                        "reference_ms": 1e3 * statistics.median(times[1]),
                         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
         del steps
     return results

@@ -27,6 +27,7 @@ accuracy after the last epoch, mean ± sd over seeds, one thread.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -131,7 +132,7 @@ def to_quadratic(dense: nn.Sequential, form: str, width: int) -> nn.Sequential:
             rank = max(1, width // 4) if form == "lowrank" else None
             layers.append(structlin.Quadratic.from_linear(module, form=form, rank=rank))
         else:
-            layers.append(module)
+            layers.append(copy.deepcopy(module))
     return nn.Sequential(*layers)
 
 
@@ -152,16 +153,13 @@ def finetune(data, seeds, args) -> dict:
                 x = data[2]
                 exact = bool(torch.equal(model(x), dense(x)))
                 start_acc = accuracy(model, data[2], data[3])
-                if frozen:
-                    quadratic = [p for m in model if isinstance(m, structlin.Quadratic) for p in m.quadratic_parameters()]
-                    plain = [p for m in model if not isinstance(m, structlin.Quadratic) for p in m.parameters()]
+                parameters = None
+                if frozen:  # the first-order parts keep the dense weights; the rest trains
                     for m in model:
                         if isinstance(m, structlin.Quadratic):
                             for p in m.first_order_parameters():
                                 p.requires_grad_(False)
-                    parameters = quadratic + plain
-                else:
-                    parameters = None
+                    parameters = [p for p in model.parameters() if p.requires_grad]
                 train(model, data, epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=seed + 100, parameters=parameters)
                 entry[f"{form}{'-frozen' if frozen else ''}"] = {"exact": exact, "before": start_acc,

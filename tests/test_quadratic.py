@@ -32,7 +32,8 @@ OPTIONS = {"acdc": {"depth": 2}}
 
 def _layer(form, branch="dense", in_features=6, out_features=5, **kwargs) -> Quadratic:
     kwargs.setdefault("dtype", torch.float64)
-    return Quadratic(in_features, out_features, form=form, branch=branch, rank=RANK, **OPTIONS.get(branch, {}), **kwargs)
+    options = {**OPTIONS.get(branch, {}), **kwargs}
+    return Quadratic(in_features, out_features, form=form, branch=branch, rank=RANK, **options)
 
 
 def _randomize(layer: Quadratic) -> Quadratic:
@@ -195,14 +196,13 @@ def test_cost_counts_parameters_and_matmuls(form, branch):
     if branch == "dense":  # the counter sees the matmuls, the cost adds elementwise ops on top
         x = torch.randn(8, 6, requires_grad=True)
         with FlopCounterMode(display=False) as counter:
-            y = layer(x)
+            layer(x)
         forward_matmuls = counter.get_total_flops()
         sizes = {"xu": 3 * 5 * 6, "fan": 2 * 5 * 6 + 5 * 6, "lowrank": (5 + 2 * RANK) * 6 + 5 * RANK}[form]
         assert forward_matmuls == 2 * 8 * sizes
         biases = sum(p.numel() for n, p in layer.named_parameters() if ".bias" in n)
         elementwise = {"xu": 2 * 5, "fan": 6 + 2 * 5, "lowrank": RANK + 5}[form]
         assert cost.forward_flops == forward_matmuls + 8 * (biases + elementwise)
-        del y
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -289,7 +289,8 @@ def test_batch_shapes_and_repr():
 
 
 def test_param_groups_split_quadratic_parameters():
-    model = nn.Sequential(nn.Linear(4, 6), Quadratic(6, 5, form="fan"), nn.ReLU(), Quadratic(5, 2, form="lowrank", rank=2))
+    model = nn.Sequential(nn.Linear(4, 6), Quadratic(6, 5, form="fan"), nn.ReLU(),
+                          Quadratic(5, 2, form="lowrank", rank=2))
     model[0].bias.requires_grad_(False)
     groups = param_groups(model, lr=0.1, quadratic_lr_scale=0.01, weight_decay=0.0)
     assert [g["lr"] for g in groups] == [0.1, 0.1 * 0.01] and all(g["weight_decay"] == 0.0 for g in groups)
@@ -335,3 +336,48 @@ def test_on_device(device):
     moved.load_state_dict(layer.state_dict())
     x = torch.randn(4, 6, dtype=torch.float64)
     torch.testing.assert_close(moved(x.to(device)).cpu(), layer(x), rtol=0, atol=1e-10)
+
+
+def test_non_contiguous_inputs():
+    layer = _randomize(_layer("fan", "acdc"))
+    base = torch.randn(6, 10, dtype=torch.float64)
+    for x in (base.T, base[:, ::2].T, base[:1, :6].expand(3, 6)):
+        torch.testing.assert_close(layer(x), layer(x.contiguous()), rtol=0, atol=0)
+
+
+def test_a_user_form_and_a_user_branch_kind():
+    from structlin.layers.quadratic_forms import QUADRATIC_FORMS, PartSpec, QuadraticForm
+    from structlin.costs import Cost
+
+    @QUADRATIC_FORMS.register("product-test")
+    class Product(QuadraticForm):
+        name = "product-test"
+        parts = (PartSpec("a", "x", "out", True, first_order=True), PartSpec("b", "x", "out", True, start=1.0))
+
+        def combine(self, run, x):
+            o = run("x", x)
+            return o["a"] * o["b"]
+
+        def elementwise_cost(self, rows, in_features, out_features, rank, itemsize):
+            return Cost(0, rows * out_features, 2 * rows * out_features, 2 * rows * out_features * itemsize)
+
+    @structlin.register_layer("plain-dense-test")
+    class Dense(StructuredLayer):
+        def __init__(self, in_features, out_features, *, bias=True, device=None, dtype=None):
+            super().__init__(in_features, out_features)
+            self.inner = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
+
+        def reset_parameters(self):
+            self.inner.reset_parameters()
+
+        def forward(self, x):
+            return self.inner(x)
+
+        def to_dense(self):
+            return self.inner.weight.detach().clone()
+
+    layer = Quadratic(4, 3, form="product-test", branch="plain-dense-test", dtype=torch.float64)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), _affine(layer, "a", x), rtol=0, atol=0)  # linear start
+    _randomize(layer)
+    torch.testing.assert_close(layer(x), _affine(layer, "a", x) * _affine(layer, "b", x), rtol=0, atol=1e-12)

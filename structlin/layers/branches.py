@@ -28,7 +28,8 @@ from ..costs import Cost
 from ..registry import Registry
 from .base import _LAYERS, StructuredLayer, available_layers
 
-__all__ = ["Part", "Branch", "DenseBranch", "StructuredBranch", "BRANCHES", "make_branch", "branch_needs_rank", "check_branch"]
+__all__ = ["Part", "Branch", "DenseBranch", "StructuredBranch", "BRANCHES", "make_branch", "branch_needs_rank",
+           "check_branch"]
 
 
 class Part(NamedTuple):
@@ -44,7 +45,8 @@ def _linear_bound(in_features: int) -> float:
 
 
 class Branch(nn.Module):
-    """Base class: linear parts sharing the input ``(..., in_features)``; ``forward`` returns ``{name: (..., size)}``."""
+    """Base class: linear parts sharing the input ``(..., in_features)``; ``forward`` returns
+    ``{name: (..., size)}``."""
 
     kind: str = ""
 

@@ -25,8 +25,8 @@ class LowRank(StructuredLayer):
             factored form).
         bias: learn an output bias of shape ``(out_features,)``.
 
-    Initialization keeps ``nn.Linear``'s scale: ``V ~ U(−1/√in, 1/√in)`` and ``U ~ U(−√(3/r), √(3/r))``, so each
-    entry of ``U V`` has variance ``1/(3·in)``, the variance of an ``nn.Linear`` weight entry; the bias is
+    Initialization keeps ``nn.Linear``'s scale: ``V ~ U(−1/√in, 1/√in)`` and ``U ~ U(−√(3/r), √(3/r))``, so
+    each entry of ``U V`` has variance ``1/(3·in)``, the variance of an ``nn.Linear`` weight entry; the bias is
     drawn as ``nn.Linear``'s, ``U(−1/√in, 1/√in)``.
 
     Shape:
@@ -84,7 +84,7 @@ class LowRank(StructuredLayer):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int | None = None, **options) -> "LowRank":
-        """The best rank-``rank`` approximation of ``linear`` (truncated SVD, ``U = U_r √S_r``, ``V = √S_r V_rᵀ``).
+        """The best rank-``rank`` approximation of ``linear`` by truncated SVD: ``U = U_r √S_r``, ``V = √S_r V_rᵀ``.
 
         The SVD runs in float64; the result keeps ``linear``'s device and dtype and copies its bias exactly.
         ``rank`` must be at most ``min(in_features, out_features)``.

@@ -83,26 +83,23 @@ class Quadratic(StructuredLayer):
                 f"branch={k!r}" for k in sorted(set(kinds.values())) if branch_needs_rank(k)]
             raise ValueError(f"rank=<positive int> is required for {' and '.join(users)}")
         self.rank = None if rank is None else check_rank(rank)
-        sizes = {"out": out_features, "rank": self.rank}
-        in_sizes = {"x": in_features}
+        sizes = {"in": in_features, "out": out_features, "rank": self.rank}
         groups: dict[str, list[Part]] = {}
         self._group_of: dict[str, str] = {}
         self._group_input: dict[str, str] = {}
         for spec in self.form.parts:
-            kind = kinds[spec.name]
             key = spec.input.replace("*", "_") + ("_first_order" if spec.first_order and separate_first else "")
             groups.setdefault(key, []).append(Part(spec.name, sizes[spec.size], spec.bias and bias))
             self._group_of[spec.name] = key
             self._group_input[key] = spec.input
-            in_sizes.setdefault(spec.input, in_features if spec.input == "x*x" else self.rank)
         self.branches = nn.ModuleDict()
         for key, parts in groups.items():
             kind = kinds[parts[0].name]
             options = dict(branch_options) if kind == branch else {}
             if branch_needs_rank(kind):
                 options["rank"] = self.rank
-            self.branches[key] = make_branch(kind, in_sizes[self._group_input[key]], parts, device=device,
-                                             dtype=dtype, **options)
+            in_size = sizes[self.form.inputs[self._group_input[key]]]
+            self.branches[key] = make_branch(kind, in_size, parts, device=device, dtype=dtype, **options)
         self.reset_parameters()
 
     @property
@@ -127,13 +124,17 @@ class Quadratic(StructuredLayer):
         """Part ``name`` as ``(weight (size, in), bias or None)``: the part computes ``x_in @ weight.T + bias``."""
         return self._branch(name).part_dense(name)
 
+    def _parameters_of(self, first_order: bool) -> list[nn.Parameter]:
+        specs = [spec for spec in self.form.parts if spec.first_order == first_order]
+        return [p for spec in specs for p in self._branch(spec.name).part_parameters(spec.name)]
+
     def quadratic_parameters(self) -> list[nn.Parameter]:
         """The parameters of every part except the first-order one (the ones ReLinear trains more slowly)."""
-        return [p for spec in self.form.parts if not spec.first_order for p in self._branch(spec.name).part_parameters(spec.name)]
+        return self._parameters_of(first_order=False)
 
     def first_order_parameters(self) -> list[nn.Parameter]:
         """The parameters of the first-order part (the one that carries the map of :meth:`from_linear`)."""
-        return [p for spec in self.form.parts if spec.first_order for p in self._branch(spec.name).part_parameters(spec.name)]
+        return self._parameters_of(first_order=True)
 
     def reset_parameters(self) -> None:
         """Set every part with the init strategy."""
@@ -184,8 +185,8 @@ class Quadratic(StructuredLayer):
             raise TypeError("Quadratic.from_linear sets init='linear-start' and linear_branch='dense' itself")
         weight = linear.weight.detach()
         if linear.bias is None:
-            raise ValueError("Quadratic.from_linear needs an nn.Linear with a bias (the forms' second factor starts at 1 "
-                             "through its bias)")
+            raise ValueError("Quadratic.from_linear needs an nn.Linear with a bias (the forms' second factor "
+                             "starts at 1 through its bias)")
         layer = cls(linear.in_features, linear.out_features, form=form, branch=branch, rank=rank,
                     init="linear-start", linear_branch="dense", device=weight.device, dtype=weight.dtype, **options)
         (first,) = [spec.name for spec in layer.form.parts if spec.first_order]

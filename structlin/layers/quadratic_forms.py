@@ -24,10 +24,11 @@ Run = Callable[[str, torch.Tensor], dict]
 class PartSpec(NamedTuple):
     """A linear part of a form.
 
-    ``input`` is ``"x"`` or a name the form computes; ``size`` is ``"out"`` or ``"rank"``; ``first_order`` marks
-    the part that carries the layer's linear map under ``linear-start`` and ``from_linear`` (every other part's
-    parameters are *quadratic* parameters, see :func:`structlin.param_groups`); ``start`` is ``None`` (a random
-    linear map) or the constant the part outputs under ``linear-start``.
+    ``input`` is ``"x"`` or a name the form computes (listed with its size in the form's ``inputs``); ``size`` is
+    ``"out"`` or ``"rank"``; ``first_order`` marks the part that carries the layer's linear map under
+    ``linear-start`` and ``from_linear`` (every other part's parameters are *quadratic* parameters, see
+    :func:`structlin.param_groups`); ``start`` is ``None`` (a random linear map) or the constant the part
+    outputs under ``linear-start``.
     """
 
     name: str
@@ -42,6 +43,8 @@ class QuadraticForm:
     """Base class of the forms; subclasses set ``parts`` and implement ``combine`` and ``elementwise_cost``."""
 
     name: str = ""
+    #: the size of each input the parts read: ``"in"`` or ``"rank"``
+    inputs: dict[str, str] = {"x": "in"}
     parts: tuple[PartSpec, ...] = ()
     #: whether the form itself needs ``rank``
     needs_rank: bool = False
@@ -95,6 +98,7 @@ class Fan(QuadraticForm):
     """
 
     name = "fan"
+    inputs = {"x": "in", "x*x": "in"}
     parts = (
         PartSpec("r", "x", "out", True, first_order=True),
         PartSpec("g", "x", "out", True, start=1.0),
@@ -123,6 +127,7 @@ class LowRankForm(QuadraticForm):
     """
 
     name = "lowrank"
+    inputs = {"x": "in", "u*v": "rank"}
     parts = (
         PartSpec("w", "x", "out", True, first_order=True),
         PartSpec("u", "x", "rank", False),
