@@ -5,6 +5,8 @@ from .costs import Cost
 from .layers import (
     ACDC,
     Fastfood,
+    LowRank,
+    Quadratic,
     RandomFeatures,
     StructuredLayer,
     available_layers,
@@ -14,6 +16,7 @@ from .layers import (
 )
 from .report import Report, report
 from .swap import SwapResult, swap, unswap
+from .training import param_groups
 
 __version__ = "0.1.0.dev0"
 
@@ -21,12 +24,15 @@ __all__ = [
     "ACDC",
     "Cost",
     "Fastfood",
+    "LowRank",
+    "Quadratic",
     "RandomFeatures",
     "Report",
     "StructuredLayer",
     "SwapResult",
     "available_layers",
     "costs",
+    "param_groups",
     "random_features",
     "register_layer",
     "report",

@@ -67,3 +67,28 @@ def test_mlp_quick(tmp_path):
         # even two epochs put every model well above chance (10 classes) on load_digits
         if dataset == "digits":
             assert all(entry["summary"]["test_acc_mean"] > 0.3 for entry in models.values())
+
+
+def test_quadratic_mnist1d_quick(tmp_path):
+    pytest.importorskip("mnist1d")
+    pytest.importorskip("matplotlib")
+    run_quick("quadratic_mnist1d.py", tmp_path)
+    report = json.loads((tmp_path / "quadratic_mnist1d.json").read_text())
+    assert (tmp_path / "quadratic_mnist1d.png").stat().st_size > 0
+
+    for target, families in report["equal"].items():
+        assert set(families) == {"dense", "xu", "fan", "lowrank"}
+        for entry in families.values():
+            summary = entry["summary"]
+            assert abs(summary["params"] - int(target)) <= 0.1 * int(target)  # equal parameter counts, within 10%
+            assert 0.0 <= summary["test_acc_mean"] <= 1.0 and summary["train_seconds_mean"] > 0
+    (acdc,) = report["acdc"].values()
+    assert set(acdc) == {"xu-acdc", "fan-acdc", "lowrank-acdc", "dense"}
+    finetune = report["finetune"]["summary"]
+    assert set(finetune) == {"dense", "xu", "xu-frozen", "fan", "fan-frozen", "lowrank", "lowrank-frozen"}
+    for name, entry in finetune.items():
+        if name != "dense":
+            # from_linear keeps the trained dense model's function exactly, so its accuracy too
+            assert entry["exact_start"] is True
+            assert entry["before_mean"] == finetune["dense"]["before_mean"]
+        assert 0.0 <= entry["after_mean"] <= 1.0

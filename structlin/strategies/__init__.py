@@ -3,5 +3,18 @@
 from .depth import DEPTHS, resolve_depth
 from .fastfood_init import FASTFOOD_INITS, FastfoodInit, resolve_fastfood_init
 from .init import ACDC_INITS, ACDCInit, resolve_acdc_init
+from .quadratic_init import QUADRATIC_INITS, QuadraticInit, resolve_quadratic_init
 
-__all__ = ["DEPTHS", "resolve_depth", "ACDC_INITS", "ACDCInit", "resolve_acdc_init", "FASTFOOD_INITS", "FastfoodInit", "resolve_fastfood_init"]
+__all__ = [
+    "ACDC_INITS",
+    "ACDCInit",
+    "DEPTHS",
+    "FASTFOOD_INITS",
+    "FastfoodInit",
+    "QUADRATIC_INITS",
+    "QuadraticInit",
+    "resolve_acdc_init",
+    "resolve_depth",
+    "resolve_fastfood_init",
+    "resolve_quadratic_init",
+]

@@ -1,0 +1,200 @@
+"""Factorized quadratic layers (Xu; Fan; QuadraNet V2) whose linear parts are dense or any structured kind."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..costs import Cost
+from ..strategies.quadratic_init import QuadraticInit, resolve_quadratic_init
+from ._checks import check_compute_dtype, check_rank
+from .base import StructuredLayer, register_layer
+from .branches import Branch, Part, branch_needs_rank, make_branch
+from .quadratic_forms import QuadraticForm, resolve_form
+
+__all__ = ["Quadratic"]
+
+
+@register_layer("quadratic")
+class Quadratic(StructuredLayer):
+    r"""A layer of factorized quadratic neurons.
+
+    Forms (``⊙`` is the elementwise product; every ``W`` maps to ``out_features`` unless said otherwise):
+
+    * ``"xu"``: ``y = (W_a x + b_a) ⊙ (W_b x + b_b) + W_c x + b_c``;
+    * ``"fan"``: ``y = (W_r x + b_r) ⊙ (W_g x + b_g) + W_b (x ⊙ x) + c``;
+    * ``"lowrank"`` (QuadraNet V2): ``y = W x + b + P((U x) ⊙ (V x))`` with ``U, V`` ``(rank, in)`` and ``P``
+      ``(out, rank)``.
+
+    Each linear part is a *branch* of kind ``branch``: ``"dense"`` (the parts that read the same input are one
+    matmul over their concatenated weights) or any registered layer kind (``"acdc"``, ``"lowrank"``, …; one layer
+    per part, as ``scale ⊙ layer(x) + bias``, see :mod:`structlin.layers.branches`). ``branch_options`` go to
+    each structured layer (e.g. ``depth=4`` for ACDC).
+
+    Args:
+        in_features, out_features: sizes of the last dimension of input and output.
+        form: ``"xu"``, ``"fan"``, ``"lowrank"`` or a registered :class:`QuadraticForm`.
+        branch: kind of every linear part.
+        rank: rank of the ``lowrank`` form's quadratic term and of ``"lowrank"`` branches (required for either).
+        bias: learn the biases of the form (``False`` drops every bias; then ``linear-start`` is impossible for
+            forms whose second factor starts at 1).
+        init: ``"linear-start"`` (default: an exactly linear map at start, every parameter trainable),
+            ``"random"``, or a :class:`~structlin.strategies.quadratic_init.QuadraticInit`.
+        linear_branch: kind of the first-order part (``a`` for xu, ``r`` for fan, ``W`` for lowrank). By default
+            it is ``branch`` and shares its group's matmul; when given, that part is computed on its own (group
+            ``x_first_order``). :meth:`from_linear` sets ``"dense"``: any weight fits it, and its own ``F.linear``
+            reproduces ``nn.Linear`` bit for bit.
+
+    Shape:
+        input ``(..., in_features)`` → output ``(..., out_features)``.
+
+    Parameters live in ``branches[<group>]``, one group per input (``x``, ``x_x`` for ``x ⊙ x``, ``u_v`` for
+    ``(U x) ⊙ (V x)``): e.g. ``branches.x.weight_a`` for a dense branch, ``branches.x.parts_.a.layer.A`` for ACDC.
+    The layer is not a linear map: :meth:`to_dense` raises; :meth:`part_dense` gives each part's weight.
+    """
+
+    exact_from_linear = True
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        form: str | QuadraticForm = "fan",
+        branch: str = "dense",
+        rank: int | None = None,
+        bias: bool = True,
+        init: str | QuadraticInit = "linear-start",
+        linear_branch: str | None = None,
+        device=None,
+        dtype=None,
+        **branch_options,
+    ):
+        super().__init__(in_features, out_features)
+        self.form = resolve_form(form)
+        self.init = resolve_quadratic_init(init)
+        self.branch = branch
+        self.linear_branch = branch if linear_branch is None else linear_branch
+        separate_first = linear_branch is not None
+        kinds = {spec.name: (self.linear_branch if spec.first_order else branch) for spec in self.form.parts}
+        needs_rank = self.form.needs_rank or any(branch_needs_rank(k) for k in set(kinds.values()))
+        if needs_rank and rank is None:
+            users = ([f"form={self.form.name!r}"] if self.form.needs_rank else []) + [
+                f"branch={k!r}" for k in sorted(set(kinds.values())) if branch_needs_rank(k)]
+            raise ValueError(f"rank=<positive int> is required for {' and '.join(users)}")
+        self.rank = None if rank is None else check_rank(rank)
+        sizes = {"in": in_features, "out": out_features, "rank": self.rank}
+        groups: dict[str, list[Part]] = {}
+        self._group_of: dict[str, str] = {}
+        self._group_input: dict[str, str] = {}
+        for spec in self.form.parts:
+            key = spec.input.replace("*", "_") + ("_first_order" if spec.first_order and separate_first else "")
+            groups.setdefault(key, []).append(Part(spec.name, sizes[spec.size], spec.bias and bias))
+            self._group_of[spec.name] = key
+            self._group_input[key] = spec.input
+        self.branches = nn.ModuleDict()
+        for key, parts in groups.items():
+            kind = kinds[parts[0].name]
+            options = dict(branch_options) if kind == branch else {}
+            if branch_needs_rank(kind):
+                options["rank"] = self.rank
+            in_size = sizes[self.form.inputs[self._group_input[key]]]
+            self.branches[key] = make_branch(kind, in_size, parts, device=device, dtype=dtype, **options)
+        self.reset_parameters()
+
+    @property
+    def _dtype_source(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    # ------------------------------------------------------------------------------------------ parts
+    def _branch(self, name: str) -> Branch:
+        if name not in self._group_of:
+            raise ValueError(f"unknown part {name!r} of form {type(self.form).__name__}; parts: {list(self._group_of)}")
+        return self.branches[self._group_of[name]]
+
+    def reset_part(self, name: str) -> None:
+        """Redraw part ``name`` as a random linear map of ``nn.Linear``'s scale."""
+        self._branch(name).reset_part(name)
+
+    def set_constant(self, name: str, value: float) -> None:
+        """Make part ``name`` output the constant ``value`` (zero weights, or zero scale for structured parts)."""
+        self._branch(name).set_constant(name, value)
+
+    def part_dense(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Part ``name`` as ``(weight (size, in), bias or None)``: the part computes ``x_in @ weight.T + bias``."""
+        return self._branch(name).part_dense(name)
+
+    def _parameters_of(self, first_order: bool) -> list[nn.Parameter]:
+        specs = [spec for spec in self.form.parts if spec.first_order == first_order]
+        return [p for spec in specs for p in self._branch(spec.name).part_parameters(spec.name)]
+
+    def quadratic_parameters(self) -> list[nn.Parameter]:
+        """The parameters of every part except the first-order one (the ones ReLinear trains more slowly)."""
+        return self._parameters_of(first_order=False)
+
+    def first_order_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the first-order part (the one that carries the map of :meth:`from_linear`)."""
+        return self._parameters_of(first_order=True)
+
+    def reset_parameters(self) -> None:
+        """Set every part with the init strategy."""
+        self.init.init_(self)
+
+    # ------------------------------------------------------------------------------------------ compute
+    def _run(self, source: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs: dict[str, torch.Tensor] = {}
+        for key, branch in self.branches.items():
+            if self._group_input[key] == source:
+                outputs.update(branch(value))
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features)`` → ``(..., out_features)``."""
+        self._check_input(x)
+        compute = self._dtype_source.dtype
+        check_compute_dtype(self, x, compute, self._dtype_source.device)
+        return self.form.combine(self._run, x.to(compute)).to(x.dtype)
+
+    def cost(self, batch_shape=()) -> Cost:
+        """Analytic cost: every branch's cost plus the form's elementwise ops (see :mod:`structlin.costs`)."""
+        rows = self._rows(batch_shape)
+        itemsize = self._dtype_source.element_size()
+        total = self.form.elementwise_cost(rows, self.in_features, self.out_features, self.rank, itemsize)
+        for branch in self.branches.values():
+            total = total + branch.cost(rows)
+        return total
+
+    def to_dense(self) -> torch.Tensor:
+        raise TypeError(
+            f"Quadratic (form {self.form.name}) is not a linear map, so it has no dense weight; "
+            "use part_dense(name) for the weight of one linear part"
+        )
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, form: str | QuadraticForm = "fan", branch: str = "dense",
+                    rank: int | None = None, **options) -> "Quadratic":
+        """A quadratic layer computing exactly ``linear`` (same device and dtype) that trains as ``linear-start``.
+
+        The first-order part is a dense copy of ``linear``'s weight and bias (whatever ``branch`` the other parts
+        have: a structured layer cannot hold an arbitrary weight); the other parts take their ``linear-start``
+        values, so the quadratic contribution is exactly zero.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"Quadratic.from_linear expects an nn.Linear, got {type(linear).__name__}")
+        if "init" in options or "linear_branch" in options:
+            raise TypeError("Quadratic.from_linear sets init='linear-start' and linear_branch='dense' itself")
+        weight = linear.weight.detach()
+        if linear.bias is None:
+            raise ValueError("Quadratic.from_linear needs an nn.Linear with a bias (the forms' second factor "
+                             "starts at 1 through its bias)")
+        layer = cls(linear.in_features, linear.out_features, form=form, branch=branch, rank=rank,
+                    init="linear-start", linear_branch="dense", device=weight.device, dtype=weight.dtype, **options)
+        (first,) = [spec.name for spec in layer.form.parts if spec.first_order]
+        layer._branch(first).load_linear(first, weight, linear.bias.detach())
+        return layer
+
+    def extra_repr(self) -> str:
+        rank = f", rank={self.rank}" if self.rank is not None else ""
+        linear = f", linear_branch={self.linear_branch!r}" if self.linear_branch != self.branch else ""
+        return (f"{super().extra_repr()}, form={self.form.name!r}, branch={self.branch!r}"
+                f"{linear}{rank}, init={self.init!r}")

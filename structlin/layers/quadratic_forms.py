@@ -1,0 +1,155 @@
+"""The forms of a factorized quadratic layer: which linear parts it has and how it combines them.
+
+A form lists its parts (:class:`PartSpec`: name, which input it reads, output size, bias, whether it carries the
+layer's first-order map, and its value under ``init="linear-start"``) and computes the output from a function
+``run(input_name, tensor) -> {part: output}`` that evaluates every part reading that input.
+
+Register your own with ``@QUADRATIC_FORMS.register("name")`` on a :class:`QuadraticForm` subclass.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from ..costs import Cost
+from ..registry import Registry
+
+__all__ = ["PartSpec", "QuadraticForm", "QUADRATIC_FORMS", "Xu", "Fan", "LowRankForm"]
+
+Run = Callable[[str, torch.Tensor], dict]
+
+
+class PartSpec(NamedTuple):
+    """A linear part of a form.
+
+    ``input`` is ``"x"`` or a name the form computes (listed with its size in the form's ``inputs``); ``size`` is
+    ``"out"`` or ``"rank"``; ``first_order`` marks the part that carries the layer's linear map under
+    ``linear-start`` and ``from_linear`` (every other part's parameters are *quadratic* parameters, see
+    :func:`structlin.param_groups`); ``start`` is ``None`` (a random linear map) or the constant the part
+    outputs under ``linear-start``.
+    """
+
+    name: str
+    input: str
+    size: str
+    bias: bool
+    first_order: bool = False
+    start: float | None = None
+
+
+class QuadraticForm:
+    """Base class of the forms; subclasses set ``parts`` and implement ``combine`` and ``elementwise_cost``."""
+
+    name: str = ""
+    #: the size of each input the parts read: ``"in"`` or ``"rank"``
+    inputs: dict[str, str] = {"x": "in"}
+    parts: tuple[PartSpec, ...] = ()
+    #: whether the form itself needs ``rank``
+    needs_rank: bool = False
+    formula: str = ""
+
+    def combine(self, run: Run, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def elementwise_cost(self, rows: int, in_features: int, out_features: int, rank: int | None, itemsize: int) -> Cost:
+        """FLOPs of the form's own elementwise ops and the bytes of the activations they save."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+QUADRATIC_FORMS: Registry[type] = Registry("quadratic form")
+
+
+@QUADRATIC_FORMS.register("xu")
+class Xu(QuadraticForm):
+    """``y = (W_a x + b_a) ⊙ (W_b x + b_b) + W_c x + b_c`` (Xu et al.). Parts ``a``, ``b``, ``c``.
+
+    Linear start: ``a`` random (it carries the map), ``b`` the constant 1, ``c`` the constant 0.
+    """
+
+    name = "xu"
+    parts = (
+        PartSpec("a", "x", "out", True, first_order=True),
+        PartSpec("b", "x", "out", True, start=1.0),
+        PartSpec("c", "x", "out", True, start=0.0),
+    )
+    formula = "(W_a x + b_a) * (W_b x + b_b) + W_c x + b_c"
+
+    def combine(self, run, x):
+        o = run("x", x)
+        return torch.addcmul(o["c"], o["a"], o["b"])
+
+    def elementwise_cost(self, rows, in_features, out_features, rank, itemsize):
+        # forward: a multiply and an add per output; backward: the two factors' gradients; saved: both factors
+        return Cost(0, 2 * rows * out_features, 2 * rows * out_features, 2 * rows * out_features * itemsize)
+
+
+@QUADRATIC_FORMS.register("fan")
+class Fan(QuadraticForm):
+    """``y = (W_r x + b_r) ⊙ (W_g x + b_g) + W_b (x ⊙ x) + c`` (Fan et al.). Parts ``r``, ``g``, ``b`` (``b``'s bias
+    is ``c``).
+
+    Linear start (ReLinear): ``r`` random (it carries the map), ``g`` the constant 1 (``W_g = 0, b_g = 1``), ``b``
+    the constant 0 (``W_b = 0, c = 0``).
+    """
+
+    name = "fan"
+    inputs = {"x": "in", "x*x": "in"}
+    parts = (
+        PartSpec("r", "x", "out", True, first_order=True),
+        PartSpec("g", "x", "out", True, start=1.0),
+        PartSpec("b", "x*x", "out", True, start=0.0),
+    )
+    formula = "(W_r x + b_r) * (W_g x + b_g) + W_b (x * x) + c"
+
+    def combine(self, run, x):
+        o = run("x", x)
+        s = run("x*x", x.square())
+        return torch.addcmul(s["b"], o["r"], o["g"])
+
+    def elementwise_cost(self, rows, in_features, out_features, rank, itemsize):
+        # forward: square, multiply, add; backward: 2x·g for the square, the two factors' gradients, and the sum
+        # of the two gradients that reach x; saved: x (for the square) and both factors
+        return Cost(0, rows * (in_features + 2 * out_features), rows * (3 * in_features + 2 * out_features),
+                    rows * (in_features + 2 * out_features) * itemsize)
+
+
+@QUADRATIC_FORMS.register("lowrank")
+class LowRankForm(QuadraticForm):
+    """``y = W x + b + P((U x) ⊙ (V x))`` (QuadraNet V2), ``U, V`` of shape ``(rank, in)``, ``P`` ``(out, rank)``.
+
+    Parts ``w``, ``u``, ``v``, ``p`` (only ``w`` has a bias). Linear start: ``w`` random (it carries the map),
+    ``u`` and ``v`` random, ``p`` the constant 0, as LoRA starts.
+    """
+
+    name = "lowrank"
+    inputs = {"x": "in", "u*v": "rank"}
+    parts = (
+        PartSpec("w", "x", "out", True, first_order=True),
+        PartSpec("u", "x", "rank", False),
+        PartSpec("v", "x", "rank", False),
+        PartSpec("p", "u*v", "out", False, start=0.0),
+    )
+    needs_rank = True
+    formula = "W x + b + P((U x) * (V x))"
+
+    def combine(self, run, x):
+        o = run("x", x)
+        return o["w"] + run("u*v", o["u"] * o["v"])["p"]
+
+    def elementwise_cost(self, rows, in_features, out_features, rank, itemsize):
+        # forward: the rank-sized product and the final add; backward: the two factors' gradients; saved: factors
+        return Cost(0, rows * (rank + out_features), 2 * rows * rank, 2 * rows * rank * itemsize)
+
+
+def resolve_form(form) -> QuadraticForm:
+    """A form object from a name or an object."""
+    if isinstance(form, str):
+        return QUADRATIC_FORMS.get(form)()
+    if isinstance(form, QuadraticForm):
+        return form
+    raise ValueError(f"form must be a name in {QUADRATIC_FORMS.names()} or a QuadraticForm; got {form!r}")
