@@ -222,6 +222,16 @@ LAYER_OPTIONS = {
         {"depth": 2, "activation": "gelu", "permute": False, "bias": False},
         {"depth": 2, "activation": nn.Hardswish()},  # a module that is not elementwise: gathers around it
     ],
+    "fastfood": [{}, {"learn": ("S",), "bias": False}, {"learn": ()}],
+    "lowrank": [{"rank": 3}, {"rank": 2, "bias": False}],
+    "quadratic": [
+        {"form": "fan"},
+        {"form": "xu", "bias": False},
+        {"form": "lowrank", "rank": 3},
+        {"form": "xu", "branch": "acdc", "depth": 2},
+        {"form": "fan", "branch": "fastfood"},
+        {"form": "lowrank", "rank": 2, "branch": "lowrank"},
+    ],
 }
 SHAPES = [(16, 16, (5,)), (12, 20, (2, 3)), (20, 7, ())]
 
