@@ -79,9 +79,9 @@ def _bias(layer):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_forward_matches_dense_weight_or_refuses_it(kind, options, linear, shape):
-    layer = _float64_layer(kind, options, shape)
-    x = torch.randn(4, shape[0], dtype=torch.float64)
+def test_forward_matches_dense_weight_or_refuses_it(kind, options, linear, shape, device):
+    layer = _float64_layer(kind, options, shape).to(device)
+    x = torch.randn(4, shape[0], dtype=torch.float64, device=device)
     y = layer(x)
     assert y.shape == (4, shape[1]) and y.dtype == torch.float64
     if _is_linear(layer, linear):
@@ -95,11 +95,11 @@ def test_forward_matches_dense_weight_or_refuses_it(kind, options, linear, shape
 
 @pytest.mark.parametrize("shape", [(5, 12), (12, 5), (1, 1)], ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_gradcheck_input_and_every_parameter(kind, options, linear, shape):
-    layer = _float64_layer(kind, options, shape)
+def test_gradcheck_input_and_every_parameter(kind, options, linear, shape, device):
+    layer = _float64_layer(kind, options, shape).to(device)
     names = [name for name, p in layer.named_parameters() if p.requires_grad]
     params = tuple(dict(layer.named_parameters())[name].detach().clone().requires_grad_() for name in names)
-    x = torch.randn(3, shape[0], dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, shape[0], dtype=torch.float64, device=device, requires_grad=True)
 
     def run(x, *values):
         return torch.func.functional_call(layer, dict(zip(names, values)), (x,))
@@ -108,10 +108,10 @@ def test_gradcheck_input_and_every_parameter(kind, options, linear, shape):
 
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_state_dict_reload_into_another_seed_is_bit_exact(kind, options, linear):
-    layer = _float64_layer(kind, options, (5, 12), seed=0)
-    other = _build(kind, options, 5, 12, seed=123, dtype=torch.float64)
-    x = torch.randn(6, 5, dtype=torch.float64)
+def test_state_dict_reload_into_another_seed_is_bit_exact(kind, options, linear, device):
+    layer = _float64_layer(kind, options, (5, 12), seed=0).to(device)
+    other = _build(kind, options, 5, 12, seed=123, dtype=torch.float64).to(device)
+    x = torch.randn(6, 5, dtype=torch.float64, device=device)
     assert not torch.equal(other(x), layer(x))
     other.load_state_dict(layer.state_dict())
     assert torch.equal(other(x), layer(x))
@@ -135,9 +135,9 @@ def test_save_load_deepcopy_and_pickle_preserve_outputs(kind, options, linear):
 
 @pytest.mark.parametrize("batch_shape", [(), (0,), (2, 3)], ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_batch_shapes(kind, options, linear, batch_shape):
-    layer = _float64_layer(kind, options, (7, 9))
-    x = torch.randn(*batch_shape, 7, dtype=torch.float64, requires_grad=True)
+def test_batch_shapes(kind, options, linear, batch_shape, device):
+    layer = _float64_layer(kind, options, (7, 9)).to(device)
+    x = torch.randn(*batch_shape, 7, dtype=torch.float64, device=device, requires_grad=True)
     y = layer(x)
     assert y.shape == (*batch_shape, 9)
     rows = layer(x.detach().reshape(-1, 7)).reshape(*batch_shape, 9)
@@ -147,12 +147,12 @@ def test_batch_shapes(kind, options, linear, batch_shape):
 
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_non_contiguous_expanded_and_gradless_inputs(kind, options, linear):
-    layer = _float64_layer(kind, options, (7, 9))
-    base = torch.randn(7, 4, dtype=torch.float64)
+def test_non_contiguous_expanded_and_gradless_inputs(kind, options, linear, device):
+    layer = _float64_layer(kind, options, (7, 9)).to(device)
+    base = torch.randn(7, 4, dtype=torch.float64, device=device)
     expected = layer(base.T.contiguous())
     torch.testing.assert_close(layer(base.T), expected, rtol=0, atol=1e-12)  # non-contiguous
-    row = torch.randn(1, 7, dtype=torch.float64)
+    row = torch.randn(1, 7, dtype=torch.float64, device=device)
     torch.testing.assert_close(layer(row.expand(5, 7)), layer(row).expand(5, 9), rtol=0, atol=1e-12)
     with torch.no_grad():
         no_grad = layer(base.T)
@@ -176,9 +176,9 @@ def test_bad_inputs_name_what_was_expected(kind, options, linear):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_half_inputs_and_half_layers_keep_the_input_dtype(kind, options, linear, dtype):
-    layer = _perturb_(_build(kind, options, 16, 12))
-    x = torch.randn(5, 16)
+def test_half_inputs_and_half_layers_keep_the_input_dtype(kind, options, linear, dtype, device):
+    layer = _perturb_(_build(kind, options, 16, 12)).to(device)
+    x = torch.randn(5, 16, device=device)
     reference = layer(x)
     scale = reference.abs().max().item() + 1
     tol = 0.05 * scale
@@ -194,11 +194,11 @@ def test_half_inputs_and_half_layers_keep_the_input_dtype(kind, options, linear,
 
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_autocast_bfloat16(kind, options, linear):
-    layer = _perturb_(_build(kind, options, 16, 12))
-    x = torch.randn(5, 16, requires_grad=True)
+def test_autocast_bfloat16(kind, options, linear, device):
+    layer = _perturb_(_build(kind, options, 16, 12)).to(device)
+    x = torch.randn(5, 16, device=device, requires_grad=True)
     reference = layer(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         out = layer(x)
     assert out.dtype in (torch.bfloat16, torch.float32)
     torch.testing.assert_close(out.float(), reference, rtol=0, atol=0.05 * (reference.abs().max().item() + 1))
@@ -208,9 +208,10 @@ def test_autocast_bfloat16(kind, options, linear):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, options, linear", CASES)
-def test_compiled_fullgraph_matches_eager(kind, options, linear):
-    layer = _float64_layer(kind, options, (12, 5))
-    assert_compiled_matches_eager(layer, torch.randn(3, 12, dtype=torch.float64, requires_grad=True), tol=1e-10)
+def test_compiled_fullgraph_matches_eager(kind, options, linear, device):
+    layer = _float64_layer(kind, options, (12, 5)).to(device)
+    x = torch.randn(3, 12, dtype=torch.float64, device=device, requires_grad=True)
+    assert_compiled_matches_eager(layer, x, tol=1e-10)
 
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
