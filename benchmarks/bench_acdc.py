@@ -16,21 +16,7 @@ from torch import nn
 
 from structlin import ACDC
 
-
-@pytest.fixture
-def x(n, batch, bench_device):
-    torch.manual_seed(0)
-    return torch.randn(batch, n, device=bench_device)
-
-
-def _forward_backward(module, x):
-    def step():
-        for p in module.parameters():
-            p.grad = None
-        x.grad = None
-        module(x).sum().backward()
-
-    return step
+from steps import training_step
 
 
 class TorchDctCascade(nn.Module):
@@ -62,7 +48,7 @@ def test_acdc_block_forward(timed, impl, x, n):
 def test_acdc_block_forward_backward(timed, impl, x, n):
     module = (ACDC(n, n, depth=1) if impl == "structlin" else nn.Linear(n, n)).to(x.device)
     x.requires_grad_(True)
-    timed(f"acdc block forward+backward N={n}", _forward_backward(module, x))
+    timed(f"acdc block forward+backward N={n}", training_step(module, x))
 
 
 @pytest.mark.parametrize("impl", ["structlin", "structlin-permuted", "torch_dct-autograd", "nn.Linear"])
@@ -75,4 +61,4 @@ def test_acdc_depth12_forward_backward(timed, impl, x, n):
     }
     module = modules[impl]().to(x.device)
     x.requires_grad_(True)
-    timed(f"acdc depth-12 forward+backward N={n}", _forward_backward(module, x))
+    timed(f"acdc depth-12 forward+backward N={n}", training_step(module, x))

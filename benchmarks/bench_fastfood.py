@@ -17,21 +17,7 @@ from torch import nn
 from structlin import Fastfood
 from structlin.transforms import fwht, native_kernels
 
-
-@pytest.fixture
-def x(n, batch, bench_device):
-    torch.manual_seed(0)
-    return torch.randn(batch, n, device=bench_device)
-
-
-def _forward_backward(module, x):
-    def step():
-        for p in module.parameters():
-            p.grad = None
-        x.grad = None
-        module(x).sum().backward()
-
-    return step
+from steps import training_step
 
 
 def _backend(impl):
@@ -56,4 +42,4 @@ def test_fastfood_forward_backward(timed, impl, x, n):
     module = (nn.Linear(n, n) if impl == "nn.Linear" else Fastfood(n, n)).to(x.device)
     x.requires_grad_(True)
     with _backend(impl):
-        timed(f"fastfood forward+backward N={n}", _forward_backward(module, x))
+        timed(f"fastfood forward+backward N={n}", training_step(module, x))

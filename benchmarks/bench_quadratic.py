@@ -23,6 +23,8 @@ from torch import nn
 
 from structlin import Quadratic
 
+from steps import training_step
+
 IMPLS = {
     "xu-dense": lambda n: Quadratic(n, n, form="xu", branch="dense"),
     "nn.Linear-3N": lambda n: nn.Linear(n, 3 * n),
@@ -44,17 +46,7 @@ def test_quadratic_forward_backward(timed, impl, n, batch, bench_device):
     module = IMPLS[impl](n).to(bench_device)
     x = torch.randn(batch, n, device=bench_device, requires_grad=True)
 
-    timed(f"quadratic forward+backward N={n}", _step(module, x))
-
-
-def _step(module, x):
-    def step():
-        for p in module.parameters():
-            p.grad = None
-        x.grad = None
-        module(x).sum().backward()
-
-    return step
+    timed(f"quadratic forward+backward N={n}", training_step(module, x))
 
 
 def interleaved_ratios(n: int, batch: int, rounds: int) -> list[dict]:
@@ -66,7 +58,7 @@ def interleaved_ratios(n: int, batch: int, rounds: int) -> list[dict]:
     x = torch.randn(batch, n, requires_grad=True)
     results = []
     for layer, reference, bar in BARS:
-        steps = [_step(IMPLS[name](n), x) for name in (layer, reference)]
+        steps = [training_step(IMPLS[name](n), x) for name in (layer, reference)]
         for step in steps:  # warm-up
             step()
         times: list[list[float]] = [[], []]

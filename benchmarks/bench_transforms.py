@@ -16,12 +16,6 @@ from structlin.transforms import dct, fwht, fwht_butterfly, native_kernels
 from structlin.transforms.hadamard import _fwht_kronecker
 
 
-@pytest.fixture
-def x(n, batch, bench_device):
-    torch.manual_seed(0)
-    return torch.randn(batch, n, device=bench_device)
-
-
 def _forward_backward(fn, x):
     x = x.detach().requires_grad_(True)
     y = fn(x)

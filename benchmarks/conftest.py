@@ -42,6 +42,13 @@ def bench_device(request):
 
 
 @pytest.fixture
+def x(n, batch, bench_device):
+    """A float32 ``(batch, n)`` input, the same for every implementation."""
+    torch.manual_seed(0)
+    return torch.randn(batch, n, device=bench_device)
+
+
+@pytest.fixture
 def timed(benchmark, bench_device):
     """``timed(group, fn)``: benchmark ``fn`` in ``group``, synchronizing CUDA so the time is the kernel's."""
 
