@@ -35,6 +35,7 @@ def test_linear_counts(batch, bias):
         saved_bytes=rows * 12 * 4,  # the input, for the weight gradient
     )
     assert r.row("").trainable_params == r.total.params
+    assert not r.unsupported()  # a 1-D input's matmul backward runs the in-place view squeeze_ (0 FLOPs)
 
 
 def test_macs_are_half_the_flops_and_the_header_says_so():
