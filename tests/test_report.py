@@ -232,6 +232,8 @@ LAYER_OPTIONS = {
         {"form": "xu", "branch": "acdc", "depth": 2},
         {"form": "fan", "branch": "fastfood"},
         {"form": "lowrank", "rank": 2, "branch": "lowrank"},
+        # x read three times (square, dense first-order group, acdc part g); scaled parts with and without bias
+        {"form": "fan", "branch": "acdc", "depth": 1, "linear_branch": "dense", "bias": False},
     ],
 }
 SHAPES = [(16, 16, (5,)), (12, 20, (2, 3)), (20, 7, ())]
