@@ -129,7 +129,10 @@ def test_bias_false_leaves_no_constant_term(form, branch):
     layer = _layer(form, branch, bias=False)
     kept = {spec.name for spec in layer.form.parts if layer.part_dense(spec.name)[1] is not None}
     assert kept == KEPT_BIASES[form]
-    assert layer.part_dense(next(s.name for s in layer.form.parts if s.first_order))[1] is None
+    first = next(s.name for s in layer.form.parts if s.first_order)
+    assert layer.part_dense(first)[1] is None
+    with pytest.raises(ValueError, match=f"part '{first}' has no bias, so it cannot output the constant 1"):
+        layer.set_constant(first, 1.0)
     _randomize(layer)
     zero = torch.zeros(3, 6, dtype=torch.float64)
     assert torch.equal(layer(zero), torch.zeros(3, 5, dtype=torch.float64))
