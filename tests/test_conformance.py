@@ -33,6 +33,7 @@ OPTIONS = {
         ({"form": "xu"}, False),
         ({"form": "lowrank", "rank": _rank}, False),
         ({"form": "xu", "branch": "acdc", "depth": 2}, False),
+        ({"form": "fan", "bias": False}, False),
     ],
 }
 

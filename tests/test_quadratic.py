@@ -110,17 +110,80 @@ def test_from_linear_keeps_float32_and_rejects_bad_arguments():
     assert torch.equal(layer(x), linear(x))
     with pytest.raises(TypeError, match="expects an nn.Linear"):
         Quadratic.from_linear(nn.Conv1d(2, 2, 1))
-    with pytest.raises(ValueError, match="with a bias"):
-        Quadratic.from_linear(nn.Linear(3, 3, bias=False))
+    with pytest.raises(ValueError, match="takes bias from the nn.Linear, which has a bias"):
+        Quadratic.from_linear(linear, bias=False)
+    with pytest.raises(ValueError, match="which has no bias"):
+        Quadratic.from_linear(nn.Linear(3, 3, bias=False), bias=True)
     with pytest.raises(TypeError, match="sets init"):
         Quadratic.from_linear(linear, init="random")
 
 
+#: with bias=False, the parts that keep their bias: the second factor of the product, which starts at 1
+KEPT_BIASES = {"xu": {"b"}, "fan": {"g"}, "lowrank": set()}
+
+
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("branch", BRANCHES)
-def test_linear_start_is_exactly_the_first_order_map(form, branch):
+def test_bias_false_leaves_no_constant_term(form, branch):
+    torch.manual_seed(6)
+    layer = _layer(form, branch, bias=False)
+    kept = {spec.name for spec in layer.form.parts if layer.part_dense(spec.name)[1] is not None}
+    assert kept == KEPT_BIASES[form]
+    first = next(s.name for s in layer.form.parts if s.first_order)
+    assert layer.part_dense(first)[1] is None
+    with pytest.raises(ValueError, match=f"part '{first}' has no bias, so it cannot output the constant 1"):
+        layer.set_constant(first, 1.0)
+    _randomize(layer)
+    zero = torch.zeros(3, 6, dtype=torch.float64)
+    assert torch.equal(layer(zero), torch.zeros(3, 5, dtype=torch.float64))
+    x = torch.randn(4, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), _reference(layer, x), rtol=0, atol=1e-10)
+    assert layer.cost((4,)).params == sum(p.numel() for p in layer.parameters())
+
+
+def test_bias_false_dense_forms_match_plain_formulas():
+    torch.manual_seed(7)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    layer = _randomize(_layer("xu", bias=False))
+    xu = layer.branches.x
+    assert xu.bias_a is None and xu.bias_c is None
+    expected = (x @ xu.weight_a.T) * (x @ xu.weight_b.T + xu.bias_b) + x @ xu.weight_c.T
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
+
+    fan = _randomize(_layer("fan", bias=False))
+    g, s = fan.branches.x, fan.branches.x_x
+    assert g.bias_r is None and s.bias_b is None
+    expected = (x @ g.weight_r.T) * (x @ g.weight_g.T + g.bias_g) + (x * x) @ s.weight_b.T
+    torch.testing.assert_close(fan(x), expected, rtol=0, atol=1e-12)
+
+    low = _randomize(_layer("lowrank", bias=False))
+    g, p = low.branches.x, low.branches.u_v
+    assert g.bias_w is None
+    expected = x @ g.weight_w.T + ((x @ g.weight_u.T) * (x @ g.weight_v.T)) @ p.weight_p.T
+    torch.testing.assert_close(low(x), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_from_linear_without_bias_is_exact(form, branch):
+    torch.manual_seed(8)
+    linear = nn.Linear(6, 5, bias=False).double()
+    layer = Quadratic.from_linear(linear, form=form, branch=branch, rank=RANK, **OPTIONS.get(branch, {}))
+    x = torch.randn(7, 6, dtype=torch.float64) * 10
+    assert (layer(x) - linear(x)).abs().max().item() == 0
+    kept = {spec.name for spec in layer.form.parts if layer.part_dense(spec.name)[1] is not None}
+    assert kept == KEPT_BIASES[form]
+    linear32 = nn.Linear(8, 3, bias=False)
+    x32 = torch.randn(5, 8)
+    assert torch.equal(Quadratic.from_linear(linear32, form=form, rank=RANK)(x32), linear32(x32))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_linear_start_is_exactly_the_first_order_map(form, branch, bias):
     torch.manual_seed(3)
-    layer = _layer(form, branch)
+    layer = _layer(form, branch, bias=bias)
     x = torch.randn(4, 6, dtype=torch.float64)
     first = {"xu": "a", "fan": "r", "lowrank": "w"}[form]
     torch.testing.assert_close(layer(x), layer.branches[layer._group_of[first]](x)[first], rtol=0, atol=0)
@@ -145,9 +208,11 @@ def _steps_until_every_gradient_moves(layer: Quadratic, steps: int = 2) -> set[s
 @pytest.mark.parametrize("branch", BRANCHES)
 def test_every_parameter_gets_a_gradient_within_two_steps(form, branch):
     assert _steps_until_every_gradient_moves(_layer(form, branch)) == set()
-    linear = nn.Linear(6, 5).double()
-    from_linear = Quadratic.from_linear(linear, form=form, branch=branch, rank=RANK, **OPTIONS.get(branch, {}))
-    assert _steps_until_every_gradient_moves(from_linear) == set()
+    assert _steps_until_every_gradient_moves(_layer(form, branch, bias=False)) == set()
+    for bias in (True, False):
+        linear = nn.Linear(6, 5, bias=bias).double()
+        from_linear = Quadratic.from_linear(linear, form=form, branch=branch, rank=RANK, **OPTIONS.get(branch, {}))
+        assert _steps_until_every_gradient_moves(from_linear) == set()
 
 
 def test_dense_linear_start_moves_every_parameter_on_the_first_step_except_lowrank_factors():
@@ -200,9 +265,22 @@ def test_cost_counts_parameters_and_matmuls(form, branch):
         forward_matmuls = counter.get_total_flops()
         sizes = {"xu": 3 * 5 * 6, "fan": 2 * 5 * 6 + 5 * 6, "lowrank": (5 + 2 * RANK) * 6 + 5 * RANK}[form]
         assert forward_matmuls == 2 * 8 * sizes
-        biases = sum(p.numel() for n, p in layer.named_parameters() if ".bias" in n)
+        # one bias add over every output of a group with a bias: the lowrank form's u, v add zeros
+        biases = {"xu": 3 * 5, "fan": 2 * 5 + 5, "lowrank": 5 + 2 * RANK}[form]
         elementwise = {"xu": 2 * 5, "fan": 6 + 2 * 5, "lowrank": RANK + 5}[form]
         assert cost.forward_flops == forward_matmuls + 8 * (biases + elementwise)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("form", FORMS)
+def test_cost_of_a_from_linear_layer_equals_the_report(form, bias):
+    """from_linear computes the first-order part in its own group, so ``x`` is read by one more matmul."""
+    torch.manual_seed(9)
+    layer = Quadratic.from_linear(nn.Linear(6, 5, bias=bias), form=form, branch="acdc", rank=RANK, depth=1)
+    for batch in [(4,), (2, 3), ()]:
+        r = structlin.report(layer, torch.randn(*batch, 6))
+        assert not r.unsupported()
+        assert r.total == layer.cost(batch)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -238,7 +316,6 @@ def test_to_dense_raises_and_part_dense_works():
         ({"form": "xu", "rank": 1.5}, ValueError, "rank must be a positive int"),
         ({"init": "nope"}, ValueError, "valid names: linear-start, random"),
         ({"depth": 2}, TypeError, "'dense' branch takes no options"),
-        ({"bias": False}, ValueError, "has no bias, so it cannot output the constant 1"),
     ],
 )
 def test_bad_arguments_say_what_was_expected(kwargs, error, message):

@@ -35,6 +35,7 @@ def test_linear_counts(batch, bias):
         saved_bytes=rows * 12 * 4,  # the input, for the weight gradient
     )
     assert r.row("").trainable_params == r.total.params
+    assert not r.unsupported()  # a 1-D input's matmul backward runs the in-place view squeeze_ (0 FLOPs)
 
 
 def test_macs_are_half_the_flops_and_the_header_says_so():
@@ -231,6 +232,8 @@ LAYER_OPTIONS = {
         {"form": "xu", "branch": "acdc", "depth": 2},
         {"form": "fan", "branch": "fastfood"},
         {"form": "lowrank", "rank": 2, "branch": "lowrank"},
+        # x read three times (square, dense first-order group, acdc part g); scaled parts with and without bias
+        {"form": "fan", "branch": "acdc", "depth": 1, "linear_branch": "dense", "bias": False},
     ],
 }
 SHAPES = [(16, 16, (5,)), (12, 20, (2, 3)), (20, 7, ())]

@@ -481,6 +481,19 @@ def test_quadratic_swap_is_exact_float64(options):
     torch.testing.assert_close(model(x), before, rtol=0, atol=1e-12)
 
 
+@pytest.mark.skipif("quadratic" not in structlin.available_layers(), reason="the quadratic kind is not registered")
+@pytest.mark.parametrize("form", ["fan", "xu", "lowrank"])
+def test_quadratic_swap_of_bias_free_linears_is_exact(form):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6, bias=False), nn.ReLU(), nn.Linear(6, 3, bias=False)).double()
+    x = torch.randn(4, 8, dtype=torch.float64)
+    before = model(x)
+    result = swap(model, "quadratic", form=form, rank=2)
+    assert {e.method for e in result} == {"exact"}
+    assert torch.equal(model(x), before)
+    assert torch.equal(model(torch.zeros(1, 8, dtype=torch.float64)), torch.zeros(1, 3, dtype=torch.float64))
+
+
 @pytest.mark.skipif("lowrank" not in structlin.available_layers(), reason="the lowrank kind is not registered")
 def test_lowrank_fit_uses_its_closed_form():
     torch.manual_seed(0)

@@ -75,6 +75,12 @@ class Branch(nn.Module):
         raise NotImplementedError
 
     def cost(self, rows: int) -> Cost:
+        """Analytic cost of the branch on ``rows`` rows, the gradient of its input included."""
+        raise NotImplementedError
+
+    @property
+    def input_uses(self) -> int:
+        """How many autograd nodes read the branch's input (the engine sums their gradients of it)."""
         raise NotImplementedError
 
     def _zero_bias_check(self, name: str, value: float) -> None:
@@ -150,12 +156,21 @@ class DenseBranch(Branch):
         return dict(zip(names, y.split([self.parts[n].size for n in names], dim=-1)))
 
     def cost(self, rows):
+        """One matmul of total output ``S`` (``2·in·S`` per row) and, if any part has a bias, one bias add over all
+        ``S`` outputs (the parts without a bias add zeros); backward the input and weight gradients (``4·in·S`` per
+        row) and the gradient of the concatenated bias, the output gradient summed over rows: ``(rows − 1)·S``."""
         total = sum(p.size for p in self.parts.values())
         biased = sum(p.size for p in self.parts.values() if p.bias)
+        added = total if biased else 0
         matmul = 2 * self.in_features * total
         itemsize = next(iter(self.parameters())).element_size()
-        return Cost(params=self.in_features * total + biased, forward_flops=rows * (matmul + biased),
-                    backward_flops=rows * (2 * matmul + biased), saved_bytes=rows * self.in_features * itemsize)
+        return Cost(params=self.in_features * total + biased, forward_flops=rows * (matmul + added),
+                    backward_flops=rows * 2 * matmul + (rows - 1) * added,
+                    saved_bytes=rows * self.in_features * itemsize)
+
+    @property
+    def input_uses(self):
+        return 1
 
 
 def check_branch(kind: str) -> str:
@@ -186,6 +201,26 @@ class _ScaledPart(nn.Module):
     def forward(self, x):
         y = self.layer(x)
         return torch.addcmul(self.bias, self.scale, y) if self.bias is not None else self.scale * y
+
+    def cost(self, rows: int) -> Cost:
+        """The scale and bias on ``rows`` rows of ``size`` outputs, without the layer's own cost.
+
+        Forward: ``scale ⊙ y`` (``mul``, 1 per element) or ``bias + scale ⊙ y`` (``addcmul``, 2). Backward, as
+        autograd computes it: without a bias, ``g ⊙ scale`` for the layer's output and ``g ⊙ y`` summed over rows
+        for the scale (``2·rows·size + (rows − 1)·size``); with a bias, ``addcmul``'s gradients multiply the other
+        factor by its ``value`` (1) first: ``g ⊙ (scale·1)`` (``size + rows·size``) and ``g ⊙ (y·1)`` summed over
+        rows (``2·rows·size + (rows − 1)·size``), and the bias gradient ``g`` summed over rows
+        (``(rows − 1)·size``). Saves the layer's output ``y`` for the scale's gradient.
+        """
+        size = self.scale.numel()
+        sums = (rows - 1) * size  # a gradient of a (size,) parameter, summed over rows
+        if self.bias is None:
+            params, forward, backward = size, rows * size, 2 * rows * size + sums
+        else:
+            output_gradient, scale_gradient = size + rows * size, 2 * rows * size + sums
+            params, forward, backward = 2 * size, 2 * rows * size, output_gradient + scale_gradient + sums
+        return Cost(params=params, forward_flops=forward, backward_flops=backward,
+                    saved_bytes=rows * size * self.scale.element_size())
 
 
 class StructuredBranch(Branch):
@@ -234,19 +269,15 @@ class StructuredBranch(Branch):
         return {name: part(x) for name, part in self.parts_.items()}
 
     def cost(self, rows):
+        """Each part's layer ``cost()`` plus its scale and bias (see :meth:`_ScaledPart.cost`)."""
         total = Cost(params=0, forward_flops=0, backward_flops=0, saved_bytes=0)
-        for name, part in self.parts_.items():
-            size, biased = part.layer.out_features, part.bias is not None
-            itemsize = part.scale.element_size()
-            scaled = rows * size * (2 if biased else 1)  # multiply (and add) per element
-            total = total + part.layer.cost(rows) + Cost(
-                params=size * (2 if biased else 1),
-                forward_flops=scaled,
-                # gradient of the layer output (a multiply), of the scale (multiply-add over rows), of the bias
-                backward_flops=rows * size * (3 + (1 if biased else 0)),
-                saved_bytes=rows * size * itemsize,  # the layer's output, for the scale's gradient
-            )
+        for part in self.parts_.values():
+            total = total + part.layer.cost(rows) + part.cost(rows)
         return total
+
+    @property
+    def input_uses(self):
+        return len(self.parts_)
 
 
 def make_branch(kind: str, in_features: int, parts: Sequence[Part], *, device=None, dtype=None, **options) -> Branch:

@@ -70,7 +70,9 @@ class LowRank(StructuredLayer):
             return self.U @ self.V
 
     def cost(self, batch_shape=()) -> Cost:
-        """Two matmuls forward (``2·r·(in + out)`` FLOPs per row), four backward, plus the bias add and its sum.
+        """Two matmuls forward (``2·r·(in + out)`` FLOPs per row) and the bias add (``out`` per row); backward four
+        matmuls (the input and weight gradients of each) and the bias gradient, the output gradient summed over
+        the rows (``(rows − 1)·out``).
 
         Autograd saves the input ``x`` and the inner activation ``V x``.
         """
@@ -79,8 +81,8 @@ class LowRank(StructuredLayer):
         matmul = 2 * r * (self.in_features + self.out_features)
         saved = rows * (self.in_features + r) * self.U.element_size()
         params = r * (self.in_features + self.out_features) + bias
-        return Cost(params=params, forward_flops=rows * (matmul + bias), backward_flops=rows * (2 * matmul + bias),
-                    saved_bytes=saved)
+        return Cost(params=params, forward_flops=rows * (matmul + bias),
+                    backward_flops=rows * 2 * matmul + (rows - 1) * bias, saved_bytes=saved)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int | None = None, **options) -> "LowRank":

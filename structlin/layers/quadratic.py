@@ -36,8 +36,11 @@ class Quadratic(StructuredLayer):
         form: ``"xu"``, ``"fan"``, ``"lowrank"`` or a registered :class:`QuadraticForm`.
         branch: kind of every linear part.
         rank: rank of the ``lowrank`` form's quadratic term and of ``"lowrank"`` branches (required for either).
-        bias: learn the biases of the form (``False`` drops every bias; then ``linear-start`` is impossible for
-            forms whose second factor starts at 1).
+        bias: ``False`` gives the layer no constant term (``y(0) = 0`` whatever the parameters, as for
+            ``nn.Linear(bias=False)``): it drops every bias except those the form cannot do without, the biases of
+            parts that start at a non-zero constant (xu's ``b_b`` and fan's ``b_g``: the second factor of the
+            product starts at 1). xu becomes ``(W_a x) ⊙ (W_b x + b_b) + W_c x``, fan
+            ``(W_r x) ⊙ (W_g x + b_g) + W_b (x ⊙ x)``, lowrank ``W x + P((U x) ⊙ (V x))``.
         init: ``"linear-start"`` (default: an exactly linear map at start, every parameter trainable),
             ``"random"``, or a :class:`~structlin.strategies.quadratic_init.QuadraticInit`.
         linear_branch: kind of the first-order part (``a`` for xu, ``r`` for fan, ``W`` for lowrank). By default
@@ -83,13 +86,14 @@ class Quadratic(StructuredLayer):
                 f"branch={k!r}" for k in sorted(set(kinds.values())) if branch_needs_rank(k)]
             raise ValueError(f"rank=<positive int> is required for {' and '.join(users)}")
         self.rank = None if rank is None else check_rank(rank)
-        sizes = {"in": in_features, "out": out_features, "rank": self.rank}
+        self._sizes = sizes = {"in": in_features, "out": out_features, "rank": self.rank}
         groups: dict[str, list[Part]] = {}
         self._group_of: dict[str, str] = {}
         self._group_input: dict[str, str] = {}
         for spec in self.form.parts:
             key = spec.input.replace("*", "_") + ("_first_order" if spec.first_order and separate_first else "")
-            groups.setdefault(key, []).append(Part(spec.name, sizes[spec.size], spec.bias and bias))
+            has_bias = spec.bias and (bias or spec.needs_bias)
+            groups.setdefault(key, []).append(Part(spec.name, sizes[spec.size], has_bias))
             self._group_of[spec.name] = key
             self._group_input[key] = spec.input
         self.branches = nn.ModuleDict()
@@ -156,12 +160,19 @@ class Quadratic(StructuredLayer):
         return self.form.combine(self._run, x.to(compute)).to(x.dtype)
 
     def cost(self, batch_shape=()) -> Cost:
-        """Analytic cost: every branch's cost plus the form's elementwise ops (see :mod:`structlin.costs`)."""
+        """Analytic cost: every branch's cost, the form's elementwise ops, and the sums autograd does of the
+        gradients of an input read by ``k > 1`` autograd nodes (``(k − 1)·rows·size``: e.g. fan's ``x`` is read by
+        its square and its dense group's matmul, or by each of its structured parts). Conventions: docs/flops.md.
+        """
         rows = self._rows(batch_shape)
         itemsize = self._dtype_source.element_size()
         total = self.form.elementwise_cost(rows, self.in_features, self.out_features, self.rank, itemsize)
         for branch in self.branches.values():
             total = total + branch.cost(rows)
+        for source, size in self.form.inputs.items():
+            uses = self.form.reads.get(source, 0) + sum(
+                branch.input_uses for key, branch in self.branches.items() if self._group_input[key] == source)
+            total = total + Cost(backward_flops=max(uses - 1, 0) * rows * self._sizes[size])
         return total
 
     def to_dense(self) -> torch.Tensor:
@@ -177,20 +188,22 @@ class Quadratic(StructuredLayer):
 
         The first-order part is a dense copy of ``linear``'s weight and bias (whatever ``branch`` the other parts
         have: a structured layer cannot hold an arbitrary weight); the other parts take their ``linear-start``
-        values, so the quadratic contribution is exactly zero.
+        values, so the quadratic contribution is exactly zero. The layer has ``bias=`` whether ``linear`` has a
+        bias: a bias-free ``linear`` gives a layer without a constant term (see ``bias`` in the class docstring).
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"Quadratic.from_linear expects an nn.Linear, got {type(linear).__name__}")
         if "init" in options or "linear_branch" in options:
             raise TypeError("Quadratic.from_linear sets init='linear-start' and linear_branch='dense' itself")
+        has_bias = linear.bias is not None
+        if options.pop("bias", has_bias) != has_bias:
+            raise ValueError("Quadratic.from_linear takes bias from the nn.Linear, which has "
+                             f"{'a' if has_bias else 'no'} bias; leave bias out")
         weight = linear.weight.detach()
-        if linear.bias is None:
-            raise ValueError("Quadratic.from_linear needs an nn.Linear with a bias (the forms' second factor "
-                             "starts at 1 through its bias)")
-        layer = cls(linear.in_features, linear.out_features, form=form, branch=branch, rank=rank,
+        layer = cls(linear.in_features, linear.out_features, form=form, branch=branch, rank=rank, bias=has_bias,
                     init="linear-start", linear_branch="dense", device=weight.device, dtype=weight.dtype, **options)
         (first,) = [spec.name for spec in layer.form.parts if spec.first_order]
-        layer._branch(first).load_linear(first, weight, linear.bias.detach())
+        layer._branch(first).load_linear(first, weight, linear.bias.detach() if has_bias else None)
         return layer
 
     def extra_repr(self) -> str:

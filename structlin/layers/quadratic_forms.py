@@ -38,6 +38,12 @@ class PartSpec(NamedTuple):
     first_order: bool = False
     start: float | None = None
 
+    @property
+    def needs_bias(self) -> bool:
+        """Whether the part keeps its bias in a layer built with ``bias=False``: it starts at a non-zero constant
+        (the second factor of a product starts at 1), which only its bias can output."""
+        return self.bias and self.start is not None and self.start != 0
+
 
 class QuadraticForm:
     """Base class of the forms; subclasses set ``parts`` and implement ``combine`` and ``elementwise_cost``."""
@@ -46,6 +52,9 @@ class QuadraticForm:
     #: the size of each input the parts read: ``"in"`` or ``"rank"``
     inputs: dict[str, str] = {"x": "in"}
     parts: tuple[PartSpec, ...] = ()
+    #: how many of ``combine``'s own ops read each input, besides the branches (autograd sums the gradients of
+    #: an input read more than once; the layer's ``cost()`` counts those sums)
+    reads: dict[str, int] = {}
     #: whether the form itself needs ``rank``
     needs_rank: bool = False
     formula: str = ""
@@ -54,7 +63,8 @@ class QuadraticForm:
         raise NotImplementedError
 
     def elementwise_cost(self, rows: int, in_features: int, out_features: int, rank: int | None, itemsize: int) -> Cost:
-        """FLOPs of the form's own elementwise ops and the bytes of the activations they save."""
+        """FLOPs of the form's own elementwise ops and the bytes of the activations they save (the sums of the
+        gradients of an input read more than once are counted by the layer, from ``reads`` and the branches)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -84,8 +94,9 @@ class Xu(QuadraticForm):
         return torch.addcmul(o["c"], o["a"], o["b"])
 
     def elementwise_cost(self, rows, in_features, out_features, rank, itemsize):
-        # forward: a multiply and an add per output; backward: the two factors' gradients; saved: both factors
-        return Cost(0, 2 * rows * out_features, 2 * rows * out_features, 2 * rows * out_features * itemsize)
+        # forward: addcmul, a multiply and an add per output; backward: each factor's gradient g·(other·1), two
+        # multiplies per output each (autograd's addcmul backward scales by value=1); saved: both factors
+        return Cost(0, 2 * rows * out_features, 4 * rows * out_features, 2 * rows * out_features * itemsize)
 
 
 @QUADRATIC_FORMS.register("fan")
@@ -99,6 +110,7 @@ class Fan(QuadraticForm):
 
     name = "fan"
     inputs = {"x": "in", "x*x": "in"}
+    reads = {"x": 1}  # the square
     parts = (
         PartSpec("r", "x", "out", True, first_order=True),
         PartSpec("g", "x", "out", True, start=1.0),
@@ -112,9 +124,10 @@ class Fan(QuadraticForm):
         return torch.addcmul(s["b"], o["r"], o["g"])
 
     def elementwise_cost(self, rows, in_features, out_features, rank, itemsize):
-        # forward: square, multiply, add; backward: 2x·g for the square, the two factors' gradients, and the sum
-        # of the two gradients that reach x; saved: x (for the square) and both factors
-        return Cost(0, rows * (in_features + 2 * out_features), rows * (3 * in_features + 2 * out_features),
+        # forward: square (pow) per input, addcmul (multiply, add) per output; backward: the square's
+        # g·(2·x.pow(1)) (pow and two multiplies per input), addcmul's two factor gradients g·(other·1) (two
+        # multiplies each per output); saved: x (for the square) and both factors
+        return Cost(0, rows * (in_features + 2 * out_features), rows * (3 * in_features + 4 * out_features),
                     rows * (in_features + 2 * out_features) * itemsize)
 
 
@@ -142,7 +155,8 @@ class LowRankForm(QuadraticForm):
         return o["w"] + run("u*v", o["u"] * o["v"])["p"]
 
     def elementwise_cost(self, rows, in_features, out_features, rank, itemsize):
-        # forward: the rank-sized product and the final add; backward: the two factors' gradients; saved: factors
+        # forward: the rank-sized product and the final add; backward: the two factors' gradients (the add's
+        # gradient passes through); saved: factors
         return Cost(0, rows * (rank + out_features), 2 * rows * rank, 2 * rows * rank * itemsize)
 
 

@@ -48,6 +48,7 @@ _conj _neg_view _reshape_alias lift_fresh lift_fresh_copy masked_fill masked_fil
 permute_copy t_copy view_copy transpose_copy unsqueeze_copy squeeze_copy expand_copy _unsafe_view_copy
 scatter scatter_ set_ resize_ diagonal diag_embed tril triu _local_scalar_dense
 item is_same_size equal embedding randn rand randint randperm normal_ uniform_ bernoulli_ random_ empty_permuted
+squeeze_ unsqueeze_ t_ transpose_ swapdims_ swapaxes_ as_strided_ detach_
 """.split()
 
 for _name in _DATA_NAMES:
