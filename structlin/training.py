@@ -7,16 +7,19 @@ from torch import nn
 __all__ = ["param_groups"]
 
 
-def param_groups(model: nn.Module, *, lr: float, quadratic_lr_scale: float = 0.1, **group_options) -> list[dict]:
+def param_groups(model: nn.Module, *, quadratic_lr_scale: float = 0.1, lr: float = 1e-3, **group_options) -> list[dict]:
     """Optimizer parameter groups giving quadratic parameters their own learning rate ``lr · quadratic_lr_scale``.
 
     The ReLinear remedy for unstable quadratic training: the parameters every quadratic layer lists in
     ``quadratic_parameters()`` (for :class:`~structlin.Quadratic`, all but the first-order part) train with the
-    scaled rate; everything else with ``lr``. Parameters with ``requires_grad=False`` are left out; each
+    scaled rate; everything else with ``lr`` (default ``1e-3``, Adam's default). Both groups set their own rate,
+    which overrides the optimizer's ``lr`` argument: pass the base rate here. Parameters with ``requires_grad=False`` are left out; each
     parameter appears once. ``group_options`` (e.g. ``weight_decay``) go into both groups.
 
     >>> optimizer = torch.optim.Adam(param_groups(model, lr=1e-3, quadratic_lr_scale=0.1))
     """
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
     if not quadratic_lr_scale > 0:
         raise ValueError(f"quadratic_lr_scale must be > 0, got {quadratic_lr_scale!r}")
     quadratic: dict[int, nn.Parameter] = {}

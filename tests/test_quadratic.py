@@ -381,6 +381,8 @@ def test_param_groups_split_quadratic_parameters():
     torch.optim.Adam(groups)  # a valid optimizer configuration
     with pytest.raises(ValueError, match="quadratic_lr_scale must be > 0"):
         param_groups(model, lr=0.1, quadratic_lr_scale=0)
+    default = param_groups(model, quadratic_lr_scale=0.5)  # the call: lr defaults to 1e-3
+    assert [g["lr"] for g in default] == [1e-3, 0.5e-3]
 
 
 def test_register_a_user_init():
