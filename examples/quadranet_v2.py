@@ -37,9 +37,6 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    if "quadratic" not in structlin.available_layers():
-        print(f"the 'quadratic' kind is not registered in this installation ({structlin.available_layers()})")
-        return
     settings = Settings.quick() if args.quick else Settings()
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -449,9 +449,6 @@ def test_example_swap_finetune():
 def test_example_quadranet_v2():
     pytest.importorskip("sklearn")
     out = _run_example("quadranet_v2.py")
-    if "quadratic" not in structlin.available_layers():
-        assert "not registered" in out
-        return
     assert "at the exact start" in out and "quadratic-term parameters" in out
 
 
@@ -469,7 +466,6 @@ def test_full_backward_hook_moves_and_moves_back():
     assert calls == ["ACDC", "Linear"]
 
 
-@pytest.mark.skipif("quadratic" not in structlin.available_layers(), reason="the quadratic kind is not registered")
 @pytest.mark.parametrize("options", [{"form": "fan"}, {"form": "xu"}, {"form": "lowrank", "rank": 4}])
 def test_quadratic_swap_is_exact_float64(options):
     torch.manual_seed(0)
@@ -481,7 +477,6 @@ def test_quadratic_swap_is_exact_float64(options):
     torch.testing.assert_close(model(x), before, rtol=0, atol=1e-12)
 
 
-@pytest.mark.skipif("quadratic" not in structlin.available_layers(), reason="the quadratic kind is not registered")
 @pytest.mark.parametrize("form", ["fan", "xu", "lowrank"])
 def test_quadratic_swap_of_bias_free_linears_is_exact(form):
     torch.manual_seed(0)
@@ -494,7 +489,6 @@ def test_quadratic_swap_of_bias_free_linears_is_exact(form):
     assert torch.equal(model(torch.zeros(1, 8, dtype=torch.float64)), torch.zeros(1, 3, dtype=torch.float64))
 
 
-@pytest.mark.skipif("lowrank" not in structlin.available_layers(), reason="the lowrank kind is not registered")
 def test_lowrank_fit_uses_its_closed_form():
     torch.manual_seed(0)
     result = swap(Net(), "lowrank", preserve="fit", include="blocks.*.mlp.*", rank=4)
