@@ -1,6 +1,7 @@
 """structlin.prune.shrink: pair discovery, exact rebuilds, the tolerance, no mutation, errors."""
 
 import copy
+import functools
 import json
 
 import pytest
@@ -40,14 +41,23 @@ def classification_data(rows=240, features=8, seed=2):
     return x, y
 
 
-def trained_classifier(x, y, widths=(8, 32, 32, 3), steps=150):
-    model = mlp(widths, act=nn.ReLU)
+@functools.lru_cache(maxsize=None)
+def _trained(rows, steps):
+    x, y = classification_data()
+    x, y = x[:rows], y[:rows]
+    model = mlp((8, 32, 32, 3), act=nn.ReLU)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     return model.eval()
+
+
+def trained_classifier(x, y, steps=150):
+    """A copy of a 8-32-32-3 ReLU net trained on the first ``len(x)`` rows of ``classification_data()``."""
+    torch.testing.assert_close(x, classification_data()[0][:len(x)])
+    return copy.deepcopy(_trained(len(x), steps))
 
 
 def zero_columns(model, pairs_result):
@@ -164,8 +174,8 @@ def test_units_with_zero_outgoing_weights_are_always_pruned_and_change_nothing()
 
 @pytest.mark.parametrize("tolerance,relative", [(0.02, True), (0.05, False)])
 def test_tolerance_is_respected_on_validation_data(tolerance, relative):
-    x, y = classification_data(rows=300)
-    train, val = (x[:180], y[:180]), (x[180:], y[180:])
+    x, y = classification_data()
+    train, val = (x[:160], y[:160]), (x[160:], y[160:])
     model = trained_classifier(*train)
     result = shrink(model, (train, val), tolerance=tolerance, relative=relative, finetune_steps=30, lr=1e-3)
     before = default_metric(model(val[0]), val[1])
