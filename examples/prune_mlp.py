@@ -11,7 +11,8 @@ rows; scores and fine-tuning the training rows; the test rows are read only to r
 
 Model: ``Linear(64, 512) → ReLU → Linear(512, 512) → ReLU → Linear(512, 10)``, Adam (lr 1e-3, batch 64,
 cross-entropy) for ``--epochs`` epochs. For every seed and every tolerance ε (relative to the validation
-accuracy), ``shrink`` runs on the trained model with the Taylor score and ``--finetune-steps`` fine-tuning steps.
+accuracy), ``shrink`` runs on the trained model with the Taylor score, ``--round-steps`` masked fine-tuning steps
+after each round and ``--finetune-steps`` fine-tuning steps after the rebuild.
 Then the ε = 1% model's two hidden Linears (and, for comparison, the unpruned model's) are swapped to ACDC
 (depth 8, ``preserve="fit"``) and fine-tuned for ``--acdc-epochs`` epochs. Parameters and forward FLOPs come
 from ``structlin.report`` on one batch of 256 rows; one thread throughout.
@@ -74,7 +75,8 @@ def run_seed(seed: int, args, settings: Settings) -> dict:
     for eps in TOLERANCES:
         start = time.perf_counter()
         result = structlin.prune.shrink(dense, ((x_train, y_train), (x_val, y_val)), tolerance=eps,
-                                        finetune_steps=args.finetune_steps, seed=seed)
+                                        finetune_steps=args.finetune_steps, round_steps=args.round_steps,
+                                        seed=seed)
         seconds = time.perf_counter() - start
         print(f"seed {seed}, ε = {eps:.1%} ({seconds:.1f} s)\n{result}\n")
         shrunk_models[eps] = result.model
@@ -161,12 +163,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--round-steps", type=int, default=50)
     parser.add_argument("--acdc-epochs", type=int, default=20)
     parser.add_argument("--acdc-from", nargs="+", default=["dense", "shrunk-1%"], choices=["dense", "shrunk-1%"])
     args = parser.parse_args()
     settings = Settings()
     if args.quick:
-        args.seeds, args.epochs, args.finetune_steps, args.acdc_epochs = 1, 3, 10, 1
+        args.seeds, args.epochs, args.finetune_steps, args.round_steps, args.acdc_epochs = 1, 3, 10, 5, 1
         args.acdc_from = ["shrunk-1%"]
         settings = dataclasses.replace(Settings.quick(), fit_iterations=20)
     torch.set_num_threads(1)
@@ -179,7 +182,7 @@ def main() -> None:
     print(table)
     report = {
         "config": {"quick": args.quick, "seeds": args.seeds, "epochs": args.epochs, "width": WIDTH,
-                   "tolerances": list(TOLERANCES), "finetune_steps": args.finetune_steps,
+                   "tolerances": list(TOLERANCES), "finetune_steps": args.finetune_steps, "round_steps": args.round_steps,
                    "acdc_epochs": args.acdc_epochs, "acdc_from": args.acdc_from, "fit_iterations": settings.fit_iterations,
                    "flop_rows": FLOP_ROWS, "torch": torch.__version__, "python": platform.python_version(),
                    "seconds": time.perf_counter() - start},

@@ -142,7 +142,7 @@ def test_rebuild_equals_original_with_removed_units_zeroed(bias):
 def test_shrunk_model_before_finetuning_is_the_masked_original():
     x, y = classification_data()
     model = trained_classifier(x[:160], y[:160])
-    result = shrink(model, ((x[:160], y[:160]), (x[160:], y[160:])), tolerance=0.05, finetune_steps=0)
+    result = shrink(model, ((x[:160], y[:160]), (x[160:], y[160:])), tolerance=0.05, finetune_steps=0, round_steps=0)
     assert result.units_after < result.units_before
     reference = zero_columns(model, result.layers)
     with torch.no_grad():
@@ -158,7 +158,8 @@ def test_units_with_zero_outgoing_weights_are_always_pruned_and_change_nothing()
         model[4].weight[:, dead[1]] = 0
     x, y = regression_data(model)
     # tolerance 0 on the MSE against the model's own outputs: no unit that matters can go
-    result = shrink(model, ((x, y), (x, y)), tolerance=0.0, relative=False, finetune_steps=0)
+    result = shrink(model, ((x, y), (x, y)), tolerance=0.0, relative=False, finetune_steps=0,
+                    round_steps=0)
     for p, removed in zip(result.layers, dead.values()):
         assert p.zero_outgoing == len(removed)
         assert p.kept == sorted(set(range(p.units_before)) - set(removed))
@@ -202,7 +203,8 @@ def test_dataloaders_and_regression_metric():
 def test_finetuning_that_hurts_is_dropped():
     x, y = classification_data()
     model = trained_classifier(x[:160], y[:160])
-    result = shrink(model, ((x[:160], y[:160]), (x[160:], y[160:])), tolerance=0.02, finetune_steps=10, lr=1e3)
+    result = shrink(model, ((x[:160], y[:160]), (x[160:], y[160:])), tolerance=0.02, finetune_steps=10,
+                    round_steps=0, lr=1e3)
     assert result.metric_finetuned < result.metric_pruned
     assert not result.finetune_kept and result.metric_after == result.metric_pruned
     reference = zero_columns(model, result.layers)
@@ -290,7 +292,7 @@ def test_mlp_block_in_a_larger_model_with_explicit_pairs():
     with pytest.raises(ValueError, match="no prunable pair found"):
         shrink(model, data)
     pairs = [("blocks.0.fc1", "blocks.0.fc2"), ("blocks.1.fc1", "blocks.1.fc2")]
-    result = shrink(model, data, pairs=pairs, tolerance=0.2, finetune_steps=0)
+    result = shrink(model, data, pairs=pairs, tolerance=0.2, finetune_steps=0, round_steps=0)
     assert [(p.first, p.second) for p in result.layers] == pairs
     assert result.model.blocks[0].fc1.out_features == result.layers[0].units_after < 16
     with torch.no_grad():

@@ -49,6 +49,7 @@ def shrink(
     min_units: int = 1,
     score_batches: int = 8,
     finetune_steps: int = 200,
+    round_steps: int = 50,
     lr: float = 1e-3,
     batch_size: int = 256,
     seed: int = 0,
@@ -70,10 +71,12 @@ def shrink(
        of removing each unit from training batches; ``"magnitude"`` uses weights only; see ``SCORES``), orders
        all units of all pairs by score, and finds by binary search the largest ``k`` such that removing the
        ``k`` lowest keeps the validation metric ``>= threshold`` (every tested ``k`` is a real validation pass;
-       only a tested ``k`` is accepted). Rounds repeat, rescoring, until one removes nothing or ``rounds`` ran.
+       only a tested ``k`` is accepted). With ``round_steps``, the masked model is then fine-tuned for that many
+       steps (kept only if it still meets the threshold), which lets later rounds remove more. Rounds repeat,
+       rescoring, until one removes nothing or ``rounds`` ran.
     3. The model is rebuilt: each pair's Linears become ``nn.Linear(in, k)`` / ``nn.Linear(k, out)`` with the
        kept rows (weight and bias) and columns (the second bias unchanged); this computes exactly what the
-       original computes with the removed units set to zero.
+       masked model computes (the original, unless ``round_steps`` fine-tuned it).
     4. ``finetune_steps`` Adam steps (``lr``) on ``loss_fn`` over shuffled training batches. If the fine-tuned
        model scores below the rebuilt one on the validation data, the rebuilt weights are kept instead, so the
        returned model always meets the threshold on the validation data.
@@ -93,8 +96,9 @@ def shrink(
         score: a name in ``SCORES`` or a function ``score(ScoreContext) -> [tensor of units scores per pair]``.
         rounds: most scoring rounds; min_units: units every pair keeps (even units with zero outgoing weights).
         score_batches: training batches each scoring round reads.
-        finetune_steps: fine-tuning steps (0: none); lr: its Adam learning rate; batch_size: rows per batch for
-            tensor data; seed: the fine-tuning shuffle's seed.
+        finetune_steps: fine-tuning steps after the rebuild (0: none); round_steps: fine-tuning steps after each
+            round that removed units (0: none); lr: the Adam learning rate of both; batch_size: rows per batch
+            for tensor data; seed: the fine-tuning shuffle's seed.
         inplace: rebuild ``model`` itself (its Linears are replaced) instead of a deep copy.
 
     Returns:
@@ -104,7 +108,7 @@ def shrink(
     pair_list = resolve_pairs(model, pairs)
     _check_number("tolerance", tolerance, minimum=0.0)
     for name, value, minimum in (("rounds", rounds, 1), ("min_units", min_units, 1), ("score_batches",
-                                 score_batches, 1), ("finetune_steps", finetune_steps, 0), ("batch_size",
+                                 score_batches, 1), ("finetune_steps", finetune_steps, 0), ("round_steps", round_steps, 0), ("batch_size",
                                  batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -141,6 +145,8 @@ def shrink(
             if k == 0:
                 break
             masks = _remove(masks, order[:k])
+            if round_steps:
+                _finetune_masked(work, pair_list, masks, search, train, loss_fn, round_steps, lr, seed + done, like)
 
         keep = [torch.nonzero(m, as_tuple=True)[0] for m in masks]
         rebuild(work, pair_list, keep)
@@ -158,8 +164,6 @@ def shrink(
         report_after = report(work, example)
     finally:
         work.train(was_training)
-    if inplace:
-        model.train(was_training)
     layers = [PrunedPair(p.first, p.second, p.units, len(k), z, k.tolist())
               for p, k, z in zip(pair_list, keep, zero_outgoing)]
     return ShrinkResult(
@@ -169,6 +173,17 @@ def shrink(
         finetune_losses=losses, report_before=report_before, report_after=report_after,
         example_rows=int(example.shape[0]) if example.dim() else 1,
     )
+
+
+def _finetune_masked(work, pairs, masks, search, train, loss_fn, steps, lr, seed, like) -> None:
+    """Fine-tune with the removed units masked (their weights get zero gradients and stay as they are); keep the
+    result only if it still meets the threshold on the validation data."""
+    saved = copy.deepcopy(work.state_dict())
+    with masked(work, pairs, masks):
+        finetune(work, train, loss_fn, steps=steps, lr=lr, seed=seed, like=like)
+    work.eval()
+    if search.value(masks) < search.threshold:
+        work.load_state_dict(saved)
 
 
 def _check_number(name: str, value, *, minimum: float) -> None:
