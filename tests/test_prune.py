@@ -343,3 +343,28 @@ def test_result_table_and_dict():
     relu = sum(rows * w for w in widths[1:-1])
     assert d["forward_flops_after"] == dense + relu
     assert d["finetune_steps"] == 3 and len(d["layers"]) == 2
+
+
+def test_masked_fine_tuning_between_rounds_leaves_removed_units_alone():
+    from structlin.prune import _Search, _finetune_masked
+
+    x, y = classification_data()
+    model = trained_classifier(x[:160], y[:160])
+    before = copy.deepcopy(model)
+    pairs = find_pairs(model)
+    masks = [torch.ones(32, dtype=torch.float64) for _ in pairs]
+    masks[0][:10] = 0
+    masks[1][5:20] = 0
+    val = Split((x[160:], y[160:]), "val", 256)
+    search = _Search(model, pairs, val, default_metric, model[0].weight, threshold=-1.0)
+    _finetune_masked(model, pairs, masks, search, Split((x[:160], y[:160]), "train", 32),
+                     structlin.prune.default_loss, 20, 1e-2, 0, model[0].weight)
+    assert torch.equal(model[0].weight[:10], before[0].weight[:10])  # rows of removed units: zero gradient
+    assert torch.equal(model[2].weight[:, :10], before[2].weight[:, :10])  # their outgoing columns too
+    assert not torch.equal(model[0].weight[10:], before[0].weight[10:])  # kept units trained
+
+    search.threshold = 2.0  # unreachable: the fine-tuned weights are dropped
+    snapshot = copy.deepcopy(model)
+    _finetune_masked(model, pairs, masks, search, Split((x[:160], y[:160]), "train", 32),
+                     structlin.prune.default_loss, 5, 1e-2, 1, model[0].weight)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), snapshot.parameters()))
