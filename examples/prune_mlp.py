@@ -181,11 +181,13 @@ def main() -> None:
     table = markdown(rows)
     print(table)
     report = {
-        "config": {"quick": args.quick, "seeds": args.seeds, "epochs": args.epochs, "width": WIDTH,
-                   "tolerances": list(TOLERANCES), "finetune_steps": args.finetune_steps, "round_steps": args.round_steps,
-                   "acdc_epochs": args.acdc_epochs, "acdc_from": args.acdc_from, "fit_iterations": settings.fit_iterations,
-                   "flop_rows": FLOP_ROWS, "torch": torch.__version__, "python": platform.python_version(),
-                   "seconds": time.perf_counter() - start},
+        "config": {
+            "quick": args.quick, "seeds": args.seeds, "epochs": args.epochs, "width": WIDTH,
+            "tolerances": list(TOLERANCES), "finetune_steps": args.finetune_steps, "round_steps": args.round_steps,
+            "acdc_epochs": args.acdc_epochs, "acdc_from": args.acdc_from, "fit_iterations": settings.fit_iterations,
+            "flop_rows": FLOP_ROWS, "torch": torch.__version__, "python": platform.python_version(),
+            "seconds": time.perf_counter() - start,
+        },
         "runs": runs,
         "summary": rows,
         "markdown": table,

@@ -107,9 +107,9 @@ def shrink(
     """
     pair_list = resolve_pairs(model, pairs)
     _check_number("tolerance", tolerance, minimum=0.0)
-    for name, value, minimum in (("rounds", rounds, 1), ("min_units", min_units, 1), ("score_batches",
-                                 score_batches, 1), ("finetune_steps", finetune_steps, 0), ("round_steps", round_steps, 0), ("batch_size",
-                                 batch_size, 1)):
+    integers = {"rounds": (rounds, 1), "min_units": (min_units, 1), "score_batches": (score_batches, 1),
+                "finetune_steps": (finetune_steps, 0), "round_steps": (round_steps, 0), "batch_size": (batch_size, 1)}
+    for name, (value, minimum) in integers.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     _check_number("lr", lr, minimum=0.0)
