@@ -1,6 +1,6 @@
 """structlin: structured linear layers for PyTorch."""
 
-from . import costs, strategies, transforms
+from . import costs, prune, strategies, transforms
 from .costs import Cost
 from .layers import (
     ACDC,
@@ -14,6 +14,7 @@ from .layers import (
     register_layer,
     unregister_layer,
 )
+from .prune import ShrinkResult
 from .report import Report, report
 from .swap import SwapResult, swap, unswap
 from .training import param_groups
@@ -28,11 +29,13 @@ __all__ = [
     "Quadratic",
     "RandomFeatures",
     "Report",
+    "ShrinkResult",
     "StructuredLayer",
     "SwapResult",
     "available_layers",
     "costs",
     "param_groups",
+    "prune",
     "random_features",
     "register_layer",
     "report",

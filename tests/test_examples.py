@@ -92,3 +92,25 @@ def test_quadratic_mnist1d_quick(tmp_path):
             assert entry["exact_start"] is True
             assert entry["before_mean"] == finetune["dense"]["before_mean"]
         assert 0.0 <= entry["after_mean"] <= 1.0
+
+
+def test_prune_mlp_quick(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    run_quick("prune_mlp.py", tmp_path)
+    report = json.loads((tmp_path / "prune_mlp.json").read_text())
+    assert (tmp_path / "prune_mlp.png").stat().st_size > 0
+
+    (run,) = report["runs"]
+    dense = run["dense"]
+    assert set(run["shrink"]) == {str(eps) for eps in report["config"]["tolerances"]}
+    for eps, entry in run["shrink"].items():
+        # the tolerance holds on the validation rows, before and after fine-tuning
+        assert entry["val_pruned"] >= entry["val_threshold"] and entry["val_after"] >= entry["val_threshold"]
+        assert entry["val_threshold"] == pytest.approx(entry["val_before"] * (1 - float(eps)))
+        assert entry["params"] <= dense["params"] and entry["forward_flops"] <= dense["forward_flops"]
+        assert 0.0 <= entry["test_acc"] <= 1.0
+    looser = [run["shrink"][str(eps)]["params"] for eps in sorted(report["config"]["tolerances"])]
+    assert looser[-1] < dense["params"]  # at 2% something goes, even from a briefly trained model
+    (acdc,) = run["acdc"].values()
+    assert acdc["params"] < run["shrink"]["0.01"]["params"] and len(acdc["fit_errors"]) == 2
