@@ -150,8 +150,9 @@ class ACDC(StructuredLayer):
         compute = self._compute_dtype
         a = self.A.to(compute).index_select(1, self._order)
         m00, m01, m11 = bin_coefficients(self.D.to(compute), (self._c2, self._s2, self._cs, self._mirror))
-        for i in range(self.depth):
-            v = acdc_block(v, a[i], m00[i], m01[i], m11[i])
+        # unbind, not a[i]: its backward stacks the k row gradients once instead of summing k full (k, ·) ones
+        for i, block in enumerate(zip(a.unbind(0), m00.unbind(0), m01.unbind(0), m11.unbind(0))):
+            v = acdc_block(v, *block)
             if i < self.depth - 1:
                 if self.permutations is not None:
                     v = gather_last(v, self._perm_index[i], self._perm_inverse[i])
@@ -190,10 +191,9 @@ class ACDC(StructuredLayer):
         # (m00, m01, m11) from D: 8 products and sums per bin and block
         forward = rows * (k * acdc_block_flops(n) + between + bias) + 8 * bins * k
         # Their backward: 5 products and a negation per bin and block, the sums of the gradients reaching
-        # d1, d2 and D (2 + 2 per bin, n per block), the scatter of d2's and A's gradients (bins + n), and the
-        # autograd engine's sums of the k per-block gradients of A and of each of m00, m01, m11, whose
-        # selections a[i], m00[i], … each give a full (k, ·) gradient: (k - 1) (n + 3 bins) per block.
-        coefficients_backward = k * bins * (3 * k + 8) + k * n * (k + 1)
+        # d1, d2 and D (2 + 2 per bin, n per block) and the scatter of d2's and A's gradients (bins + n); the
+        # per-block gradients are stacked (unbind's backward), which moves data only.
+        coefficients_backward = k * (11 * bins + 2 * n)
         bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
         backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward
         saved = rows * n * itemsize * (k + (k - 1 if self.activation is not None else 0))
