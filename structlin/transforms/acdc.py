@@ -100,8 +100,16 @@ def _block_backward_impl(
     grad_u = torch.fft.irfft(_apply_bins(G, m00, m01, m11), n=n)
     w = _bin_weights(n, a)
     grad_m00, grad_m01, grad_m11 = (w * sums[:, i] for i in range(3))
-    grad_a = (rows_x * grad_u).sum(0)
-    return [(grad_u * a).reshape(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
+    grad_a = _column_dot(grad_u, rows_x)
+    return [grad_u.mul_(a).reshape(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
+
+
+def _column_dot(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(n,)``: ``Σ_rows g ⊙ x`` for ``(rows, n)`` tensors, without a ``(rows, n)`` temporary on the native path."""
+    if uses_native(x) and g.is_contiguous() and x.is_contiguous():
+        n = x.shape[-1]
+        return _native.ff_colsum(g.view(-1, 1, n), x, None, x.new_empty(1, n), n, 0, n).view(n)
+    return (g * x).sum(0)
 
 
 def _coefficient_sums(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
