@@ -82,6 +82,7 @@ class StructuredLayer(nn.Module):
         raise TypeError(f"{cls.__name__} cannot be built from an nn.Linear's weights")
 
     def reset_parameters(self) -> None:
+        """Draw the parameters again with the layer's init strategy (permutations and other buffers stay)."""
         raise NotImplementedError
 
     def cost(self, batch_shape: Sequence[int] | int = ()) -> Cost:

@@ -176,6 +176,7 @@ class Quadratic(StructuredLayer):
         return total
 
     def to_dense(self) -> torch.Tensor:
+        """Raises ``TypeError``: a quadratic layer is not a linear map (see :meth:`part_dense`)."""
         raise TypeError(
             f"Quadratic (form {self.form.name}) is not a linear map, so it has no dense weight; "
             "use part_dense(name) for the weight of one linear part"

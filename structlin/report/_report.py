@@ -146,6 +146,7 @@ class Report:
         )
 
     def visible_rows(self, max_depth: int | None = None) -> list[Row]:
+        """The rows no deeper than ``max_depth`` (the report's own ``max_depth`` when omitted; all if ``None``)."""
         depth = self.max_depth if max_depth is None else max_depth
         return [r for r in self.rows if depth is None or r.depth <= depth]
 
@@ -155,6 +156,7 @@ class Report:
 
     # --- serialization -------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """A JSON-ready dict: conventions, unit, totals and every row; :meth:`from_dict` rebuilds the report."""
         return {
             "conventions": CONVENTIONS,
             "unit": self.unit,
@@ -174,6 +176,7 @@ class Report:
         )
 
     def to_json(self, **kwargs) -> str:
+        """:meth:`to_dict` as JSON (``kwargs`` go to ``json.dumps``); :meth:`from_json` reads it back exactly."""
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
@@ -274,6 +277,7 @@ class Comparison:
         return {"conventions": CONVENTIONS, "rows": rows}
 
     def to_json(self, **kwargs) -> str:
+        """:meth:`to_dict` as JSON (``kwargs`` go to ``json.dumps``); :meth:`from_json` reads it back exactly."""
         return json.dumps(self.to_dict(), **kwargs)
 
     def _body(self, max_depth: int | None, markdown: bool) -> str:
