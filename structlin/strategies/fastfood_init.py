@@ -14,6 +14,7 @@ from typing import Optional, Union
 import torch
 
 from ..registry import Registry
+from ._common import random_signs, resolve_strategy
 
 __all__ = ["FastfoodInit", "FASTFOOD_INITS", "resolve_fastfood_init", "Paper", "Orthogonal"]
 
@@ -30,10 +31,6 @@ class FastfoodInit:
 
 
 FASTFOOD_INITS: Registry[type] = Registry("Fastfood init strategy")
-
-
-def _random_signs(like: torch.Tensor) -> torch.Tensor:
-    return torch.randint(0, 2, like.shape, device=like.device).to(like.dtype).mul_(2).sub_(1)
 
 
 def _chi(shape, dof: int, like: torch.Tensor) -> torch.Tensor:
@@ -68,7 +65,7 @@ class Paper(FastfoodInit):
 
     def init_(self, B, G, S):
         d = B.shape[-1]
-        B.copy_(_random_signs(B))
+        B.copy_(random_signs(B))
         G.normal_()
         scale = 1.0 if self.sigma is None else math.sqrt(d) / self.sigma
         norms = G.norm(dim=-1, keepdim=True)
@@ -82,15 +79,11 @@ class Orthogonal(FastfoodInit):
     average. A start for deep stacks of Fastfood layers where the paper's row-length spread compounds."""
 
     def init_(self, B, G, S):
-        B.copy_(_random_signs(B))
-        G.copy_(_random_signs(G))
+        B.copy_(random_signs(B))
+        G.copy_(random_signs(G))
         S.fill_(1.0)
 
 
 def resolve_fastfood_init(init: Union[str, FastfoodInit]) -> FastfoodInit:
     """A strategy object from a name or an object; raises a ``ValueError`` listing the valid names otherwise."""
-    if isinstance(init, str):
-        return FASTFOOD_INITS.get(init)()
-    if isinstance(init, FastfoodInit) or callable(getattr(init, "init_", None)):
-        return init
-    raise ValueError(f"init must be a name in {FASTFOOD_INITS.names()} or an object with init_(B, G, S); got {init!r}")
+    return resolve_strategy(init, FASTFOOD_INITS, FastfoodInit, "init_(B, G, S)")

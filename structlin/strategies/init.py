@@ -13,6 +13,7 @@ from typing import Union
 import torch
 
 from ..registry import Registry
+from ._common import random_signs, resolve_strategy
 
 __all__ = ["ACDCInit", "ACDC_INITS", "resolve_acdc_init", "Paper", "Identity", "VariancePreserving"]
 
@@ -61,10 +62,6 @@ class Identity(ACDCInit):
         D.fill_(1.0)
 
 
-def _random_signs(like: torch.Tensor) -> torch.Tensor:
-    return torch.randint(0, 2, like.shape, device=like.device).to(like.dtype).mul_(2).sub_(1)
-
-
 @ACDC_INITS.register("variance-preserving")
 class VariancePreserving(ACDCInit):
     """Keep the mean square of the signal through activations between blocks.
@@ -84,14 +81,10 @@ class VariancePreserving(ACDCInit):
         scale = torch.full((A.shape[0], 1), math.sqrt(activation_gain), dtype=A.dtype, device=A.device)
         scale[-1] = 1.0
         for diagonal in (A, D):
-            signs = _random_signs(diagonal)
+            signs = random_signs(diagonal)
             diagonal.normal_(1.0, self.sigma).mul_(signs).mul_(scale)
 
 
 def resolve_acdc_init(init: Union[str, ACDCInit]) -> ACDCInit:
     """A strategy object from a name or an object; raises a ``ValueError`` listing the valid names otherwise."""
-    if isinstance(init, str):
-        return ACDC_INITS.get(init)()
-    if isinstance(init, ACDCInit) or callable(getattr(init, "init_", None)):
-        return init
-    raise ValueError(f"init must be a name in {ACDC_INITS.names()} or an object with init_(A, D, gain); got {init!r}")
+    return resolve_strategy(init, ACDC_INITS, ACDCInit, "init_(A, D, gain)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Union
 
 from ..registry import Registry
+from ._common import resolve_strategy
 
 __all__ = ["QuadraticInit", "QUADRATIC_INITS", "resolve_quadratic_init", "LinearStart", "RandomInit"]
 
@@ -59,8 +60,4 @@ class RandomInit(QuadraticInit):
 
 def resolve_quadratic_init(init: Union[str, QuadraticInit]) -> QuadraticInit:
     """A strategy object from a name or an object; raises a ``ValueError`` listing the valid names otherwise."""
-    if isinstance(init, str):
-        return QUADRATIC_INITS.get(init)()
-    if isinstance(init, QuadraticInit) or callable(getattr(init, "init_", None)):
-        return init
-    raise ValueError(f"init must be a name in {QUADRATIC_INITS.names()} or an object with init_(layer); got {init!r}")
+    return resolve_strategy(init, QUADRATIC_INITS, QuadraticInit, "init_(layer)")
