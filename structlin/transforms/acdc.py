@@ -71,8 +71,11 @@ def _apply_bins(spectrum: torch.Tensor, m00, m01, m11) -> torch.Tensor:
     return torch.addcmul(spectrum * alpha, torch.conj_physical(spectrum), beta)
 
 
-def _bin_weights(n: int, like: torch.Tensor) -> torch.Tensor:
-    w = torch.full((n // 2 + 1,), 2.0 / n, dtype=like.dtype, device=like.device)
+@functools.lru_cache(maxsize=64)
+def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(n//2 + 1,)`` weights of each rfft bin in the coefficient gradients: ``1/n`` at DC (and Nyquist for even
+    ``n``), ``2/n`` elsewhere. Cached: only the block backward's implementation (never traced) reads it."""
+    w = torch.full((n // 2 + 1,), 2.0 / n, dtype=dtype, device=device)
     w[0] = 1.0 / n
     if n % 2 == 0:
         w[-1] = 1.0 / n
@@ -98,7 +101,7 @@ def _block_backward_impl(
     U = torch.fft.rfft(rows_x * a)
     sums = _coefficient_sums(G, U)  # before the map below, which may overwrite G
     grad_u = torch.fft.irfft(_apply_bins(G, m00, m01, m11), n=n)
-    w = _bin_weights(n, a)
+    w = _bin_weights(n, a.dtype, a.device)
     grad_m00, grad_m01, grad_m11 = (w * sums[:, i] for i in range(3))
     grad_a = _column_dot(grad_u, rows_x)
     return [grad_u.mul_(a).reshape(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
