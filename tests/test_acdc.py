@@ -230,6 +230,9 @@ def test_registry_and_create():
     assert isinstance(layer, ACDC) and (layer.in_features, layer.out_features, layer.depth) == (16, 8, 2)
     with pytest.raises(ValueError, match="unknown layer kind 'nope'; valid names: .*acdc"):
         StructuredLayer.create("nope", 4, 4)
+    assert structlin.layers.layer_class("acdc") is ACDC
+    with pytest.raises(ValueError, match="unknown layer kind 'nope'; valid names: .*acdc"):
+        structlin.layers.layer_class("nope")
 
 
 def test_register_a_user_layer_kind():
