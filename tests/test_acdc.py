@@ -267,15 +267,16 @@ def test_extra_repr_and_cost():
 
 
 def _saved_bytes(layer, x):
-    """Bytes autograd saves for backward: ``(all, activations)``, activations being the saved tensors with the
-    input's batch shape (the rest are parameter-sized pieces and indices)."""
+    """Bytes autograd saves for backward: ``(all, activations)``, activations being the saved tensors whose
+    shape ends in the input's batch shape and a feature dimension (the cascade keeps its block outputs in one
+    ``(k - 1, *batch, n)`` tensor; the rest are parameter-sized pieces and indices)."""
     total = activations = 0
 
     def pack(t):
         nonlocal total, activations
         size = t.numel() * t.element_size()
         total += size
-        if t.shape[:-1] == x.shape[:-1]:
+        if t.dim() >= x.dim() and t.shape[t.dim() - x.dim() : -1] == x.shape[:-1]:
             activations += size
         return t
 
@@ -303,8 +304,8 @@ def test_flop_counter_sees_the_blocks():
     with FlopCounterMode(display=False) as counter:
         layer(x).sum().backward()
     counts = {str(op): c for op, c in counter.get_flop_counts()["Global"].items()}
-    assert counts["structlin.acdc_block"] == 3 * 8 * acdc_block_flops(1024)
-    assert counts["structlin.acdc_block_backward"] == 3 * 8 * acdc_block_backward_flops(1024)
+    assert counts["structlin.acdc_cascade"] == 3 * 8 * acdc_block_flops(1024)
+    assert counts["structlin.acdc_cascade_backward"] == 3 * 8 * acdc_block_backward_flops(1024)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from torch import nn
 from ..costs import Cost, acdc_block_backward_flops, acdc_block_flops
 from ..strategies.depth import Depth, resolve_depth
 from ..strategies.init import ACDCInit, resolve_acdc_init
-from ..transforms.acdc import acdc_block, bin_coefficients, bin_trig, gather_last, makhoul_order
+from ..transforms.acdc import acdc_cascade, bin_coefficients, bin_trig, gather_last, makhoul_order
 from .activations import activation_gain, is_elementwise, resolve_activation
 from .base import StructuredLayer, register_layer
 
@@ -150,14 +150,17 @@ class ACDC(StructuredLayer):
         compute = self._compute_dtype
         a = self.A.to(compute).index_select(1, self._order)
         m00, m01, m11 = bin_coefficients(self.D.to(compute), (self._c2, self._s2, self._cs, self._mirror))
-        # unbind, not a[i]: its backward stacks the k row gradients once instead of summing k full (k, ·) ones
+        if self.activation is None:  # the whole cascade in one op
+            perms = (self._perm_index, self._perm_inverse) if self.permutations is not None else (None, None)
+            return gather_last(acdc_cascade(v, a, m00, m01, m11, *perms), self._out_index, self._out_inverse)
+        # one block at a time; unbind, not a[i : i + 1]: its backward stacks the k row gradients once instead of
+        # summing k full (k, ·) ones
         for i, block in enumerate(zip(a.unbind(0), m00.unbind(0), m01.unbind(0), m11.unbind(0))):
-            v = acdc_block(v, *block)
+            v = acdc_cascade(v, *(t.unsqueeze(0) for t in block))
             if i < self.depth - 1:
                 if self.permutations is not None:
                     v = gather_last(v, self._perm_index[i], self._perm_inverse[i])
-                if self.activation is not None:
-                    v = self._activate(v)
+                v = self._activate(v)
         return gather_last(v, self._out_index, self._out_inverse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,8 +194,8 @@ class ACDC(StructuredLayer):
         # (m00, m01, m11) from D: 8 products and sums per bin and block
         forward = rows * (k * acdc_block_flops(n) + between + bias) + 8 * bins * k
         # Their backward: 5 products and a negation per bin and block, the sums of the gradients reaching
-        # d1, d2 and D (2 + 2 per bin, n per block) and the scatter of d2's and A's gradients (bins + n); the
-        # per-block gradients are stacked (unbind's backward), which moves data only.
+        # d1, d2 and D (2 + 2 per bin, n per block) and the scatter of d2's and A's gradients (bins + n). With an
+        # activation the blocks run one at a time and their gradients are stacked (unbind's backward): data only.
         coefficients_backward = k * (11 * bins + 2 * n)
         bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
         backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward

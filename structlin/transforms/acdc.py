@@ -22,6 +22,7 @@ with ``G = rfft(g)`` and ``w_k = 1/n`` for the DC and Nyquist bins, ``2/n`` othe
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from ..costs import acdc_block_backward_flops, acdc_block_flops
 from ._backend import uses_native
 from ._ops import register_flops, rows_of
 
-__all__ = ["acdc_block", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order"]
+__all__ = ["acdc_cascade", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order"]
 
 
 def makhoul_order(n: int) -> np.ndarray:
@@ -82,47 +83,109 @@ def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return w
 
 
-def _block_impl(x: torch.Tensor, a: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor) -> torch.Tensor:
-    if x.numel() == 0:  # some FFT backends reject empty batches
-        return x.new_empty(x.shape)
-    n = x.shape[-1]
-    spectrum = torch.fft.rfft((x * a).reshape(-1, n))
-    return torch.fft.irfft(_apply_bins(spectrum, m00, m01, m11), n=n).view(x.shape)
+def _gather_scale(src: torch.Tensor, index: torch.Tensor | None, scale: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[r, j] = scale[j] · src[r, index[j]]`` (``src[r, j]`` when ``index`` is None) for ``(rows, n)``
+    tensors; one pass on the native path."""
+    if index is None:
+        return torch.mul(src, scale, out=out)
+    if uses_native(src) and src.is_contiguous():
+        n = src.shape[-1]
+        _native.ff_gather_scale(src, index.view(1, n), scale.view(1, n), out.view(-1, 1, n), n, 0, n)
+        return out
+    return torch.mul(src.index_select(-1, index), scale, out=out)
 
 
-def _block_backward_impl(
-    grad: torch.Tensor, x: torch.Tensor, a: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor
-) -> list[torch.Tensor]:
-    if x.numel() == 0:
-        return [x.new_empty(x.shape)] + [torch.zeros_like(t) for t in (a, m00, m01, m11)]
-    n = x.shape[-1]
-    rows_x = x.reshape(-1, n)
-    G = torch.fft.rfft(grad.reshape(-1, n))
-    U = torch.fft.rfft(rows_x * a)
-    sums = _coefficient_sums(G, U)  # before the map below, which may overwrite G
-    grad_u = torch.fft.irfft(_apply_bins(G, m00, m01, m11), n=n)
-    w = _bin_weights(n, a.dtype, a.device)
-    grad_m00, grad_m01, grad_m11 = (w * sums[:, i] for i in range(3))
-    grad_a = _column_dot(grad_u, rows_x)
-    return [grad_u.mul_(a).reshape(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
-
-
-def _column_dot(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(n,)``: ``Σ_rows g ⊙ x`` for ``(rows, n)`` tensors, without a ``(rows, n)`` temporary on the native path."""
+def _column_dot(g: torch.Tensor, x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """``out[j] = Σ_rows g[r, j] · x[r, index[j]]`` (``x[r, j]`` when ``index`` is None) for ``(rows, n)``
+    tensors, without a ``(rows, n)`` temporary on the native path."""
     if uses_native(x) and g.is_contiguous() and x.is_contiguous():
         n = x.shape[-1]
-        return _native.ff_colsum(g.view(-1, 1, n), x, None, x.new_empty(1, n), n, 0, n).view(n)
-    return (g * x).sum(0)
+        _native.ff_colsum(g.view(-1, 1, n), x, None if index is None else index.view(1, n), out.view(1, n), n, 0, n)
+        return out
+    gathered = x if index is None else x.index_select(-1, index)
+    return torch.sum(g * gathered, dim=0, out=out)
 
 
-def _coefficient_sums(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
-    """``(m, 3)``: per bin, summed over rows, ``Σ GR UR``, ``Σ (GR UI + GI UR)``, ``Σ GI UI``."""
+def _cascade_impl(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    m00: torch.Tensor,
+    m01: torch.Tensor,
+    m11: torch.Tensor,
+    perm_index: Optional[torch.Tensor],
+    perm_inverse: Optional[torch.Tensor],
+    keep: bool,
+) -> list[torch.Tensor]:
+    """``[y, *kept]``: the cascade's output and, when ``keep``, the ``k - 1`` block outputs backward needs."""
+    k, n = a.shape
+    rows_x = x.reshape(-1, n)
+    rows = rows_x.shape[0]
+    if rows == 0:  # some FFT backends reject empty batches
+        return [x.new_empty(x.shape)] + [x.new_empty(x.shape) for _ in range(k - 1 if keep else 0)]
+    kept = []
+    scaled = torch.mul(rows_x, a[0])
+    for i in range(k):
+        y = torch.fft.irfft(_apply_bins(torch.fft.rfft(scaled), m00[i], m01[i], m11[i]), n=n)
+        if i == k - 1:
+            return [y.view(x.shape)] + kept
+        if keep:
+            kept.append(y.view(x.shape))
+        _gather_scale(y, None if perm_index is None else perm_index[i], a[i + 1], out=scaled)
+    raise AssertionError("unreachable")
+
+
+def _cascade_backward_impl(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    kept: list[torch.Tensor],
+    a: torch.Tensor,
+    m00: torch.Tensor,
+    m01: torch.Tensor,
+    m11: torch.Tensor,
+    perm_index: Optional[torch.Tensor],
+    perm_inverse: Optional[torch.Tensor],
+) -> list[torch.Tensor]:
+    k, n = a.shape
+    if len(kept) != k - 1:
+        raise RuntimeError("acdc_cascade ran with keep=False, so it saved nothing to differentiate with")
+    grad_a = torch.empty_like(a)
+    sums = a.new_empty(k, n // 2 + 1, 3)
+    rows_x = x.reshape(-1, n)
+    rows = rows_x.shape[0]
+    if rows == 0:
+        return [x.new_zeros(x.shape), grad_a.zero_()] + [torch.zeros_like(m) for m in (m00, m01, m11)]
+    g = grad.reshape(-1, n)
+    work = x.new_empty(rows, n)
+    for i in reversed(range(k)):
+        G = torch.fft.rfft(g)
+        # block i's input v_i is x, or the previous block's output permuted: v_i[j] = y_{i-1}[π_{i-1}[j]]
+        if i == 0:
+            source, index = rows_x, None
+        else:
+            source, index = kept[i - 1].reshape(rows, n), None if perm_index is None else perm_index[i - 1]
+        U = torch.fft.rfft(_gather_scale(source, index, a[i], out=work))
+        _coefficient_sums(G, U, out=sums[i])  # before the map below, which overwrites G
+        grad_u = torch.fft.irfft(_apply_bins(G, m00[i], m01[i], m11[i]), n=n)
+        _column_dot(grad_u, source, index, out=grad_a[i])
+        if index is None:
+            g = grad_u.mul_(a[i])
+        else:  # the gradient reaching y_{i-1}: grad_y[m] = a[ρ[m]] · grad_u[ρ[m]] with ρ = π⁻¹
+            inverse = perm_inverse[i - 1]
+            g = _gather_scale(grad_u, inverse, a[i].index_select(0, inverse), out=work)
+            work = grad_u
+    w = _bin_weights(n, a.dtype, a.device)
+    grad_m00, grad_m01, grad_m11 = (w * sums[..., j] for j in range(3))
+    return [g.view(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
+
+
+def _coefficient_sums(G: torch.Tensor, U: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out``, ``(m, 3)``: per bin, summed over rows, ``Σ GR UR``, ``Σ (GR UI + GI UR)``, ``Σ GI UI``."""
     if uses_native(G.real) and G.is_contiguous() and U.is_contiguous():
-        return _native.bin_grad(torch.view_as_real(G), torch.view_as_real(U), G.real.new_empty(G.shape[-1], 3))
+        return _native.bin_grad(torch.view_as_real(G), torch.view_as_real(U), out)
     # Σ G·U = Σ (GR UR − GI UI) + i Σ (GR UI + GI UR);  Σ G·conj(U) has real part Σ (GR UR + GI UI)
     product = (G * U).sum(0)
     product_conj = (G * torch.conj_physical(U)).sum(0).real
-    return torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1)
+    return torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1, out=out)
 
 
 @functools.lru_cache(maxsize=32)
@@ -151,27 +214,35 @@ def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
 
 
 if hasattr(torch.library, "custom_op"):
-    _block_op = torch.library.custom_op("structlin::acdc_block", _block_impl, mutates_args=())
-    _block_backward_op = torch.library.custom_op("structlin::acdc_block_backward", _block_backward_impl, mutates_args=())
+    _cascade_op = torch.library.custom_op("structlin::acdc_cascade", _cascade_impl, mutates_args=())
+    _cascade_backward_op = torch.library.custom_op(
+        "structlin::acdc_cascade_backward", _cascade_backward_impl, mutates_args=()
+    )
     _gather_op = torch.library.custom_op("structlin::gather_last", _gather_impl, mutates_args=())
 
-    @_block_op.register_fake
-    def _(x, a, m00, m01, m11):
-        return x.new_empty(x.shape)
+    @_cascade_op.register_fake
+    def _(x, a, m00, m01, m11, perm_index, perm_inverse, keep):
+        return [x.new_empty(x.shape) for _ in range(a.shape[0] if keep else 1)]
 
-    @_block_backward_op.register_fake
-    def _(grad, x, a, m00, m01, m11):
+    @_cascade_backward_op.register_fake
+    def _(grad, x, kept, a, m00, m01, m11, perm_index, perm_inverse):
         return [x.new_empty(x.shape), a.new_empty(a.shape), m00.new_empty(m00.shape), m01.new_empty(m01.shape), m11.new_empty(m11.shape)]
 
     @_gather_op.register_fake
     def _(x, index, inverse):
         return x.new_empty(*x.shape[:-1], index.shape[0])
 
-    def _block_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+    def _cascade_setup(ctx, inputs, output):
+        x, a, m00, m01, m11, perm_index, perm_inverse, keep = inputs
+        ctx.set_materialize_grads(False)  # the kept block outputs get no gradient; do not make zeros for them
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, a, m00, m01, m11, perm_index, perm_inverse, *output[1:])
 
-    def _block_backward(ctx, grad):
-        return tuple(_block_backward_op(grad, *ctx.saved_tensors))
+    def _cascade_backward(ctx, grads):
+        x, a, m00, m01, m11, perm_index, perm_inverse, *kept = ctx.saved_tensors
+        grad = grads[0] if grads[0] is not None else torch.zeros_like(x)
+        grads = _cascade_backward_op(grad, x, kept, a, m00, m01, m11, perm_index, perm_inverse)
+        return *grads, None, None, None
 
     def _gather_setup(ctx, inputs, output):
         x, index, inverse = inputs
@@ -181,25 +252,32 @@ if hasattr(torch.library, "custom_op"):
         index, inverse = ctx.saved_tensors
         return _gather_op(grad, inverse, index), None, None
 
-    _block_op.register_autograd(_block_backward, setup_context=_block_setup)
+    _cascade_op.register_autograd(_cascade_backward, setup_context=_cascade_setup)
     _gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
     register_flops(
-        "acdc_block", lambda x_shape, *args, out_shape=None, **kw: rows_of(x_shape) * acdc_block_flops(x_shape[-1])
+        "acdc_cascade",
+        lambda x_shape, a_shape, *args, out_shape=None, **kw: rows_of(x_shape) * a_shape[0] * acdc_block_flops(x_shape[-1]),
     )
     register_flops(
-        "acdc_block_backward",
-        lambda g_shape, *args, out_shape=None, **kw: rows_of(g_shape) * acdc_block_backward_flops(g_shape[-1]),
+        "acdc_cascade_backward",
+        lambda g_shape, x_shape, kept_shapes, a_shape, *args, out_shape=None, **kw: (
+            rows_of(g_shape) * a_shape[0] * acdc_block_backward_flops(g_shape[-1])
+        ),
     )
 else:  # torch < 2.4
-    class _Block(torch.autograd.Function):
+    class _Cascade(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, *inputs):
-            ctx.save_for_backward(*inputs)
-            return _block_impl(*inputs)
+        def forward(ctx, x, a, m00, m01, m11, perm_index, perm_inverse, keep):
+            y, *kept = _cascade_impl(x, a, m00, m01, m11, perm_index, perm_inverse, keep)
+            ctx.mark_non_differentiable(*kept)
+            ctx.save_for_backward(x, a, m00, m01, m11, perm_index, perm_inverse, *kept)
+            return (y, *kept)
 
         @staticmethod
-        def backward(ctx, grad):
-            return tuple(_block_backward_impl(grad, *ctx.saved_tensors))
+        def backward(ctx, grad, *_grad_kept):
+            x, a, m00, m01, m11, perm_index, perm_inverse, *kept = ctx.saved_tensors
+            grads = _cascade_backward_impl(grad, x, kept, a, m00, m01, m11, perm_index, perm_inverse)
+            return *grads, None, None, None
 
     class _Gather(torch.autograd.Function):
         @staticmethod
@@ -212,21 +290,34 @@ else:  # torch < 2.4
             index, inverse = ctx.saved_tensors
             return _Gather.apply(grad, inverse, index), None, None
 
-    _block_op, _gather_op = _Block.apply, _Gather.apply
+    _cascade_op, _gather_op = _Cascade.apply, _Gather.apply
 
 
-def acdc_block(x: torch.Tensor, a: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor) -> torch.Tensor:
-    """One ACDC block in the reordered domain: ``irfft(M ⊙ rfft(a ⊙ x))``.
+def acdc_cascade(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    m00: torch.Tensor,
+    m01: torch.Tensor,
+    m11: torch.Tensor,
+    perm_index: torch.Tensor | None = None,
+    perm_inverse: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``k`` ACDC blocks in the reordered domain, block ``i`` being ``irfft(M_i ⊙ rfft(a_i ⊙ v))``, with
+    ``v ↦ v[..., π_i]`` between blocks ``i`` and ``i + 1`` when permutations are given.
 
     Args:
         x: ``(..., n)`` input, already in Makhoul order.
-        a: ``(n,)`` the diagonal ``A`` in Makhoul order.
-        m00, m01, m11: ``(n//2 + 1,)`` per-bin coefficients from :func:`bin_coefficients`.
+        a: ``(k, n)`` the diagonals ``A`` in Makhoul order.
+        m00, m01, m11: ``(k, n//2 + 1)`` per-bin coefficients from :func:`bin_coefficients`.
+        perm_index, perm_inverse: ``(k - 1, n)`` int64 gathers ``π_i`` in the reordered domain and their
+            inverses, or None for no permutations.
 
     Returns:
-        ``(..., n)``, in Makhoul order. Saves ``x`` (and the small parameters) for backward.
+        ``(..., n)``, in Makhoul order. When a gradient is needed it saves ``x`` and the ``k - 1`` block outputs
+        that feed the next blocks (one ``(..., n)`` tensor each), nothing else of the batch's size.
     """
-    return _block_op(x, a, m00, m01, m11)
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, a, m00, m01, m11))
+    return _cascade_op(x, a, m00, m01, m11, perm_index, perm_inverse, keep)[0]
 
 
 def gather_last(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
