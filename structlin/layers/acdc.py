@@ -146,22 +146,27 @@ class ACDC(StructuredLayer):
         return gather_last(self.activation(x), self._order, self._unorder)
 
     def _cascade(self, x: torch.Tensor) -> torch.Tensor:
-        v = gather_last(x, self._in_index, self._in_inverse)
         compute = self._compute_dtype
         a = self.A.to(compute).index_select(1, self._order)
         m00, m01, m11 = bin_coefficients(self.D.to(compute), (self._c2, self._s2, self._cs, self._mirror))
+        gather_in = (self._in_index, self._in_inverse)
+        if self.in_features < self.size:  # zero-padding: a gather of its own; the op's gathers are permutations
+            x, gather_in = gather_last(x, *gather_in), None
+        gather_out = (self._out_index, self._out_inverse)
         if self.activation is None:  # the whole cascade in one op
-            perms = (self._perm_index, self._perm_inverse) if self.permutations is not None else (None, None)
-            return gather_last(acdc_cascade(v, a, m00, m01, m11, *perms), self._out_index, self._out_inverse)
+            perms = (self._perm_index, self._perm_inverse) if self.permutations is not None else None
+            return acdc_cascade(x, a, m00, m01, m11, gather_in=gather_in, permutations=perms, gather_out=gather_out)
         # one block at a time; unbind, not a[i : i + 1]: its backward stacks the k row gradients once instead of
         # summing k full (k, ·) ones
+        last = self.depth - 1
         for i, block in enumerate(zip(a.unbind(0), m00.unbind(0), m01.unbind(0), m11.unbind(0))):
-            v = acdc_cascade(v, *(t.unsqueeze(0) for t in block))
-            if i < self.depth - 1:
+            x = acdc_cascade(x, *(t.unsqueeze(0) for t in block), gather_in=gather_in if i == 0 else None,
+                             gather_out=gather_out if i == last else None)
+            if i < last:
                 if self.permutations is not None:
-                    v = gather_last(v, self._perm_index[i], self._perm_inverse[i])
-                v = self._activate(v)
-        return gather_last(v, self._out_index, self._out_inverse)
+                    x = gather_last(x, self._perm_index[i], self._perm_inverse[i])
+                x = self._activate(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features)`` → ``(..., out_features)``."""

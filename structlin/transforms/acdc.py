@@ -83,27 +83,17 @@ def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return w
 
 
-def _gather_scale(src: torch.Tensor, index: torch.Tensor | None, scale: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out[r, j] = scale[j] · src[r, index[j]]`` (``src[r, j]`` when ``index`` is None) for ``(rows, n)``
-    tensors; one pass on the native path."""
-    if index is None:
-        return torch.mul(src, scale, out=out)
-    if uses_native(src) and src.is_contiguous():
-        n = src.shape[-1]
-        _native.ff_gather_scale(src, index.view(1, n), scale.view(1, n), out.view(-1, 1, n), n, 0, n)
-        return out
-    return torch.mul(src.index_select(-1, index), scale, out=out)
-
-
-def _column_dot(g: torch.Tensor, x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-    """``out[j] = Σ_rows g[r, j] · x[r, index[j]]`` (``x[r, j]`` when ``index`` is None) for ``(rows, n)``
-    tensors, without a ``(rows, n)`` temporary on the native path."""
+def _column_dot(g: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[j] = Σ_rows g[r, j] · x[r, j]`` for ``(rows, n)`` tensors, without a ``(rows, n)`` temporary on the
+    native path."""
     if uses_native(x) and g.is_contiguous() and x.is_contiguous():
         n = x.shape[-1]
-        _native.ff_colsum(g.view(-1, 1, n), x, None if index is None else index.view(1, n), out.view(1, n), n, 0, n)
-        return out
-    gathered = x if index is None else x.index_select(-1, index)
-    return torch.sum(g * gathered, dim=0, out=out)
+        return _native.ff_colsum(g.view(-1, 1, n), x, None, out.view(1, n), n, 0, n).view(n)
+    return torch.sum(g * x, dim=0, out=out)
+
+
+def _output_size(a: torch.Tensor, out_index: torch.Tensor | None) -> int:
+    return a.shape[1] if out_index is None else out_index.shape[0]
 
 
 def _cascade_impl(
@@ -112,70 +102,82 @@ def _cascade_impl(
     m00: torch.Tensor,
     m01: torch.Tensor,
     m11: torch.Tensor,
+    in_index: Optional[torch.Tensor],
+    in_inverse: Optional[torch.Tensor],
     perm_index: Optional[torch.Tensor],
     perm_inverse: Optional[torch.Tensor],
+    out_index: Optional[torch.Tensor],
+    out_inverse: Optional[torch.Tensor],
     keep: bool,
 ) -> list[torch.Tensor]:
-    """``[y, *kept]``: the cascade's output and, when ``keep``, the ``k - 1`` block outputs backward needs."""
+    """``[y, *kept]``: the cascade's output and, when ``keep``, the block inputs backward needs (all ``k`` of
+    them with an input gather, else the last ``k - 1``: the first is ``x``)."""
     k, n = a.shape
-    rows_x = x.reshape(-1, n)
+    batch = x.shape[:-1]
+    rows_x = x.reshape(-1, x.shape[-1])
     rows = rows_x.shape[0]
+    kept_count = (k if in_index is not None else k - 1) if keep else 0
     if rows == 0:  # some FFT backends reject empty batches
-        return [x.new_empty(x.shape)] + [x.new_empty(x.shape) for _ in range(k - 1 if keep else 0)]
+        return [x.new_empty(*batch, _output_size(a, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
     kept = []
-    scaled = torch.mul(rows_x, a[0])
+    v = rows_x
     for i in range(k):
-        y = torch.fft.irfft(_apply_bins(torch.fft.rfft(scaled), m00[i], m01[i], m11[i]), n=n)
-        if i == k - 1:
-            return [y.view(x.shape)] + kept
-        if keep:
-            kept.append(y.view(x.shape))
-        _gather_scale(y, None if perm_index is None else perm_index[i], a[i + 1], out=scaled)
-    raise AssertionError("unreachable")
+        index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
+        if index is not None:
+            v = _gather_impl(v, index, inverse)
+        if keep and v is not rows_x:
+            kept.append(v.view(*batch, n))
+        v = torch.fft.irfft(_apply_bins(torch.fft.rfft(v * a[i]), m00[i], m01[i], m11[i]), n=n)
+    if out_index is not None:
+        v = _gather_impl(v, out_index, out_inverse)
+    return [v.view(*batch, -1)] + kept
+
+
+def _permutation(index: Optional[torch.Tensor], inverse: Optional[torch.Tensor], i: int):
+    return (None, None) if index is None else (index[i], inverse[i])
 
 
 def _cascade_backward_impl(
     grad: torch.Tensor,
-    x: torch.Tensor,
-    kept: list[torch.Tensor],
+    inputs: list[torch.Tensor],
     a: torch.Tensor,
     m00: torch.Tensor,
     m01: torch.Tensor,
     m11: torch.Tensor,
+    in_index: Optional[torch.Tensor],
+    in_inverse: Optional[torch.Tensor],
     perm_index: Optional[torch.Tensor],
     perm_inverse: Optional[torch.Tensor],
+    out_index: Optional[torch.Tensor],
+    out_inverse: Optional[torch.Tensor],
 ) -> list[torch.Tensor]:
     k, n = a.shape
-    if len(kept) != k - 1:
+    if len(inputs) != k:
         raise RuntimeError("acdc_cascade ran with keep=False, so it saved nothing to differentiate with")
+    shape = inputs[0].shape
     grad_a = torch.empty_like(a)
     sums = a.new_empty(k, n // 2 + 1, 3)
-    rows_x = x.reshape(-1, n)
-    rows = rows_x.shape[0]
+    rows = grad.reshape(-1, grad.shape[-1]).shape[0]
     if rows == 0:
-        return [x.new_zeros(x.shape), grad_a.zero_()] + [torch.zeros_like(m) for m in (m00, m01, m11)]
-    g = grad.reshape(-1, n)
-    work = x.new_empty(rows, n)
+        return [grad.new_zeros(shape), grad_a.zero_()] + [torch.zeros_like(m) for m in (m00, m01, m11)]
+    g = grad.reshape(rows, -1)
+    if out_index is not None:
+        g = _gather_impl(g, out_inverse, out_index)
+    work = g.new_empty(rows, n)
     for i in reversed(range(k)):
+        v = inputs[i].reshape(rows, n)
         G = torch.fft.rfft(g)
-        # block i's input v_i is x, or the previous block's output permuted: v_i[j] = y_{i-1}[π_{i-1}[j]]
-        if i == 0:
-            source, index = rows_x, None
-        else:
-            source, index = kept[i - 1].reshape(rows, n), None if perm_index is None else perm_index[i - 1]
-        U = torch.fft.rfft(_gather_scale(source, index, a[i], out=work))
+        U = torch.fft.rfft(torch.mul(v, a[i], out=work))
         _coefficient_sums(G, U, out=sums[i])  # before the map below, which overwrites G
         grad_u = torch.fft.irfft(_apply_bins(G, m00[i], m01[i], m11[i]), n=n)
-        _column_dot(grad_u, source, index, out=grad_a[i])
-        if index is None:
-            g = grad_u.mul_(a[i])
-        else:  # the gradient reaching y_{i-1}: grad_y[m] = a[ρ[m]] · grad_u[ρ[m]] with ρ = π⁻¹
-            inverse = perm_inverse[i - 1]
-            g = _gather_scale(grad_u, inverse, a[i].index_select(0, inverse), out=work)
-            work = grad_u
+        _column_dot(grad_u, v, out=grad_a[i])
+        g = grad_u.mul_(a[i])
+        index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
+        if index is not None:  # the gradient reaching the gather's source
+            g = _gather_impl(g, inverse, index)
     w = _bin_weights(n, a.dtype, a.device)
     grad_m00, grad_m01, grad_m11 = (w * sums[..., j] for j in range(3))
-    return [g.view(x.shape), grad_a, grad_m00, grad_m01, grad_m11]
+    return [g.view(*shape[:-1], -1), grad_a, grad_m00, grad_m01, grad_m11]
 
 
 def _coefficient_sums(G: torch.Tensor, U: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -213,6 +215,26 @@ def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
     return padded.index_select(-1, torch.where(index < 0, x.shape[-1], index))
 
 
+_CASCADE_ARGUMENTS = 10  # the op's inputs after x and before keep: a, m00, m01, m11 and three (index, inverse)
+
+
+def _save_cascade(ctx, inputs, output) -> None:
+    """Save the parameters, the gathers and the ``k`` block inputs (``x`` first when there is no input gather)."""
+    x, *arguments, _keep = inputs
+    ctx.mark_non_differentiable(*output[1:])
+    block_inputs = list(output[1:]) if arguments[4] is not None else [x, *output[1:]]
+    ctx.save_for_backward(*arguments, *block_inputs)
+
+
+def _cascade_gradients(ctx, grad: torch.Tensor | None) -> tuple:
+    """Gradients of the op's inputs ``(x, a, m00, m01, m11)`` (None for the gathers and ``keep``)."""
+    if grad is None:  # only the kept tensors were used, and they carry no gradient
+        return (None,) * (_CASCADE_ARGUMENTS + 2)
+    arguments = ctx.saved_tensors[:_CASCADE_ARGUMENTS]
+    block_inputs = list(ctx.saved_tensors[_CASCADE_ARGUMENTS:])
+    return *_cascade_backward_op(grad, block_inputs, *arguments), *(None,) * 7
+
+
 if hasattr(torch.library, "custom_op"):
     _cascade_op = torch.library.custom_op("structlin::acdc_cascade", _cascade_impl, mutates_args=())
     _cascade_backward_op = torch.library.custom_op(
@@ -221,28 +243,28 @@ if hasattr(torch.library, "custom_op"):
     _gather_op = torch.library.custom_op("structlin::gather_last", _gather_impl, mutates_args=())
 
     @_cascade_op.register_fake
-    def _(x, a, m00, m01, m11, perm_index, perm_inverse, keep):
-        return [x.new_empty(x.shape) for _ in range(a.shape[0] if keep else 1)]
+    def _(x, a, m00, m01, m11, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, keep):
+        k, n = a.shape
+        batch = x.shape[:-1]
+        kept_count = (k if in_index is not None else k - 1) if keep else 0
+        return [x.new_empty(*batch, _output_size(a, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
 
     @_cascade_backward_op.register_fake
-    def _(grad, x, kept, a, m00, m01, m11, perm_index, perm_inverse):
-        return [x.new_empty(x.shape), a.new_empty(a.shape), m00.new_empty(m00.shape), m01.new_empty(m01.shape), m11.new_empty(m11.shape)]
+    def _(grad, inputs, a, m00, m01, m11, in_index, in_inverse, *gathers):
+        n_in = inputs[0].shape[-1] if in_inverse is None else in_inverse.shape[0]
+        grad_x = grad.new_empty(*inputs[0].shape[:-1], n_in)
+        return [grad_x, a.new_empty(a.shape), m00.new_empty(m00.shape), m01.new_empty(m01.shape), m11.new_empty(m11.shape)]
 
     @_gather_op.register_fake
     def _(x, index, inverse):
         return x.new_empty(*x.shape[:-1], index.shape[0])
 
     def _cascade_setup(ctx, inputs, output):
-        x, a, m00, m01, m11, perm_index, perm_inverse, keep = inputs
-        ctx.set_materialize_grads(False)  # the kept block outputs get no gradient; do not make zeros for them
-        ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(x, a, m00, m01, m11, perm_index, perm_inverse, *output[1:])
+        ctx.set_materialize_grads(False)  # the kept block inputs get no gradient; do not make zeros for them
+        _save_cascade(ctx, inputs, output)
 
     def _cascade_backward(ctx, grads):
-        x, a, m00, m01, m11, perm_index, perm_inverse, *kept = ctx.saved_tensors
-        grad = grads[0] if grads[0] is not None else torch.zeros_like(x)
-        grads = _cascade_backward_op(grad, x, kept, a, m00, m01, m11, perm_index, perm_inverse)
-        return *grads, None, None, None
+        return _cascade_gradients(ctx, grads[0])
 
     def _gather_setup(ctx, inputs, output):
         x, index, inverse = inputs
@@ -256,28 +278,26 @@ if hasattr(torch.library, "custom_op"):
     _gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
     register_flops(
         "acdc_cascade",
-        lambda x_shape, a_shape, *args, out_shape=None, **kw: rows_of(x_shape) * a_shape[0] * acdc_block_flops(x_shape[-1]),
+        lambda x_shape, a_shape, *args, out_shape=None, **kw: rows_of(x_shape) * a_shape[0] * acdc_block_flops(a_shape[1]),
     )
     register_flops(
         "acdc_cascade_backward",
-        lambda g_shape, x_shape, kept_shapes, a_shape, *args, out_shape=None, **kw: (
-            rows_of(g_shape) * a_shape[0] * acdc_block_backward_flops(g_shape[-1])
+        lambda g_shape, input_shapes, a_shape, *args, out_shape=None, **kw: (
+            rows_of(g_shape) * a_shape[0] * acdc_block_backward_flops(a_shape[1])
         ),
     )
 else:  # torch < 2.4
     class _Cascade(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, a, m00, m01, m11, perm_index, perm_inverse, keep):
-            y, *kept = _cascade_impl(x, a, m00, m01, m11, perm_index, perm_inverse, keep)
-            ctx.mark_non_differentiable(*kept)
-            ctx.save_for_backward(x, a, m00, m01, m11, perm_index, perm_inverse, *kept)
-            return (y, *kept)
+        def forward(ctx, *inputs):
+            output = _cascade_impl(*inputs)
+            ctx.set_materialize_grads(False)
+            _save_cascade(ctx, inputs, output)
+            return tuple(output)
 
         @staticmethod
         def backward(ctx, grad, *_grad_kept):
-            x, a, m00, m01, m11, perm_index, perm_inverse, *kept = ctx.saved_tensors
-            grads = _cascade_backward_impl(grad, x, kept, a, m00, m01, m11, perm_index, perm_inverse)
-            return *grads, None, None, None
+            return _cascade_gradients(ctx, grad)
 
     class _Gather(torch.autograd.Function):
         @staticmethod
@@ -290,7 +310,7 @@ else:  # torch < 2.4
             index, inverse = ctx.saved_tensors
             return _Gather.apply(grad, inverse, index), None, None
 
-    _cascade_op, _gather_op = _Cascade.apply, _Gather.apply
+    _cascade_op, _cascade_backward_op, _gather_op = _Cascade.apply, _cascade_backward_impl, _Gather.apply
 
 
 def acdc_cascade(
@@ -299,25 +319,33 @@ def acdc_cascade(
     m00: torch.Tensor,
     m01: torch.Tensor,
     m11: torch.Tensor,
-    perm_index: torch.Tensor | None = None,
-    perm_inverse: torch.Tensor | None = None,
+    *,
+    gather_in: tuple[torch.Tensor, torch.Tensor] | None = None,
+    permutations: tuple[torch.Tensor, torch.Tensor] | None = None,
+    gather_out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``k`` ACDC blocks in the reordered domain, block ``i`` being ``irfft(M_i ⊙ rfft(a_i ⊙ v))``, with
-    ``v ↦ v[..., π_i]`` between blocks ``i`` and ``i + 1`` when permutations are given.
+    """``k`` ACDC blocks in the reordered domain, block ``i`` being ``v ↦ irfft(M_i ⊙ rfft(a_i ⊙ v))``.
 
     Args:
-        x: ``(..., n)`` input, already in Makhoul order.
+        x: ``(..., n)`` input in Makhoul order, or any ``(..., n)`` input with ``gather_in``.
         a: ``(k, n)`` the diagonals ``A`` in Makhoul order.
         m00, m01, m11: ``(k, n//2 + 1)`` per-bin coefficients from :func:`bin_coefficients`.
-        perm_index, perm_inverse: ``(k - 1, n)`` int64 gathers ``π_i`` in the reordered domain and their
-            inverses, or None for no permutations.
+        gather_in: ``(index, inverse)``, a permutation of ``n`` applied to ``x`` first (``v[..., j] =
+            x[..., index[j]]``); None for none.
+        permutations: ``(index, inverse)``, ``(k - 1, n)`` int64 permutations applied between blocks; None for
+            none.
+        gather_out: ``(index, inverse)`` applied to the last block's output, as in :func:`gather_last`
+            (``index`` of length ``n_out``, ``inverse`` of length ``n`` with −1 where nothing is read); None for
+            none.
 
     Returns:
-        ``(..., n)``, in Makhoul order. When a gradient is needed it saves ``x`` and the ``k - 1`` block outputs
-        that feed the next blocks (one ``(..., n)`` tensor each), nothing else of the batch's size.
+        ``(..., n_out)`` (``n_out = n`` without ``gather_out``). When a gradient is needed it saves the ``k``
+        block inputs (``x`` itself for the first when there is no ``gather_in``), one ``(..., n)`` tensor each,
+        and nothing else of the batch's size.
     """
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, a, m00, m01, m11))
-    return _cascade_op(x, a, m00, m01, m11, perm_index, perm_inverse, keep)[0]
+    gathers = [t for pair in (gather_in, permutations, gather_out) for t in (pair if pair is not None else (None, None))]
+    return _cascade_op(x, a, m00, m01, m11, *gathers, keep)[0]
 
 
 def gather_last(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
