@@ -74,3 +74,34 @@ def test_gather_kernel_matches_index_select_with_zero_padding():
         assert torch.equal(out, expected)
     with pytest.raises(ValueError):
         _native.gather(src, torch.tensor([7]), torch.empty(5, 1, dtype=dtype))
+
+
+@pytest.mark.parametrize("rows, n", [(3, 10), (7, 1030)])  # 1030: more than one chunk of bins and of columns
+def test_acdc_backward_kernels_match_torch(rows, n):
+    if not _native.available():
+        pytest.skip(_native.native_status())
+    import torch
+
+    for dtype in (torch.float64, torch.float32):
+        tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-4}
+        bins = n // 2 + 1
+        G = torch.randn(rows, bins, dtype=dtype), torch.randn(rows, bins, dtype=dtype)
+        U = torch.randn(rows, bins, dtype=dtype), torch.randn(rows, bins, dtype=dtype)
+        m00, m01, m11 = (torch.randn(bins, dtype=dtype) for _ in range(3))
+        g, acc = torch.stack(G, -1), torch.empty(bins, 3, dtype=dtype)
+        assert _native.bin_grad_map_(g, torch.stack(U, -1), m00, m01, m11, acc) is g
+        expected = torch.stack([(G[0] * U[0]).sum(0), (G[0] * U[1] + G[1] * U[0]).sum(0), (G[1] * U[1]).sum(0)], 1)
+        torch.testing.assert_close(acc, expected, **tol)
+        torch.testing.assert_close(g[..., 0], m00 * G[0] + m01 * G[1], **tol)
+        torch.testing.assert_close(g[..., 1], m01 * G[0] + m11 * G[1], **tol)
+
+        grad, x, a = torch.randn(rows, n, dtype=dtype), torch.randn(rows, n, dtype=dtype), torch.randn(n, dtype=dtype)
+        scaled, acc = grad.clone(), torch.empty(n, dtype=dtype)
+        assert _native.colsum_scale_(scaled, x, a, acc) is scaled
+        torch.testing.assert_close(acc, (grad * x).sum(0), **tol)
+        torch.testing.assert_close(scaled, grad * a, **tol)
+
+    with pytest.raises(ValueError, match="bin_grad_map_"):
+        _native.bin_grad_map_(g, g[:1], m00, m01, m11, torch.empty(bins, 3, dtype=dtype))
+    with pytest.raises(ValueError, match="colsum_scale_"):
+        _native.colsum_scale_(scaled, scaled, a, torch.empty(n, dtype=dtype))  # the gradient may not be x

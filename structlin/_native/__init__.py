@@ -27,10 +27,12 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
     fwht_(x, scale)          in-place Walsh-Hadamard transform times scale
     gather(src, idx, out)    out[:, j] = src[:, idx[j]], or 0 where idx[j] < 0
     bin_map(z, m00, m01, m11, out)   ACDC per-bin 2x2 map (in place allowed)
-    bin_grad(g, u, acc)      ACDC coefficient gradients summed over rows, acc: (m, 3)
     ff_gather_scale(src, idx, D, out, ld, jstride, nlim)   Fastfood gather times a diagonal, per block
     ff_scale_sum(src, D, bias, out, nsum, d, ld, nlim)     diagonal scaling (+ bias), summed over blocks
     ff_colsum(a, b, idx, acc, ld, jstride, nlim)           per-column sums over rows of a * (gathered) b
+    bin_grad_map_(g, u, m00, m01, m11, acc)   ACDC coefficient gradients summed over rows into acc (m, 3),
+                                              then bin_map applied to g in place
+    colsum_scale_(g, x, a, acc)               acc = sum over rows of g * x, then g *= a in place
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -62,13 +64,14 @@ __all__ = [
     "fwht_",
     "gather",
     "bin_map",
-    "bin_grad",
     "ff_gather_scale",
     "ff_scale_sum",
     "ff_colsum",
+    "bin_grad_map_",
+    "colsum_scale_",
 ]
 
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
@@ -187,10 +190,11 @@ def _bind(lib: ctypes.CDLL) -> dict:
             "sl_fwht": [P, I64, I64, scalar, INT],
             "sl_gather": [P, P, P, I64, I64, I64, INT],
             "sl_bin_map": [P, P, P, P, P, I64, I64, INT],
-            "sl_bin_grad": [P, P, P, I64, I64, INT],
             "sl_ff_gather_scale": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
             "sl_ff_scale_sum": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
             "sl_ff_colsum": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
+            "sl_bin_grad_map": [P, P, P, P, P, P, I64, I64, INT],
+            "sl_colsum_scale": [P, P, P, P, I64, I64, INT],
         }
         row = []
         for name, argtypes in sig.items():
@@ -400,17 +404,6 @@ def bin_map(z: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Te
     return out
 
 
-def bin_grad(g: torch.Tensor, u: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
-    """Sums over rows, per bin k: acc[k] = (Σ GR UR, Σ GR UI + GI UR, Σ GI UI). g, u: (rows, m, 2); acc: (m, 3)."""
-    t = _table(g)
-    if t is None or not _bins_ok(g, u) or not (
-        acc.is_cpu and acc.dtype == g.dtype and acc.is_contiguous() and acc.shape == (g.shape[1], 3)
-    ):
-        _fail("bin_grad")
-    t[7](g.data_ptr(), u.data_ptr(), acc.data_ptr(), g.shape[0], g.shape[1], torch.get_num_threads())
-    return acc
-
-
 # Fastfood kernels. Layouts: `rows` rows of `nb` blocks of length `d` (a (rows, nb, d) or (rows, nb * d)
 # contiguous tensor); the other operand is addressed as base + r * ld + j * jstride + i.
 
@@ -443,7 +436,7 @@ def ff_gather_scale(src: torch.Tensor, idx, D: torch.Tensor, out: torch.Tensor, 
     rows, nb, d = out.shape
     if rows and (rows - 1) * ld + _ff_extent(idx, nb, d, jstride, nlim) > src.numel():
         _fail("ff_gather_scale (source too small)")
-    t[8](src.data_ptr(), 0 if idx is None else idx.data_ptr(), D.data_ptr(), out.data_ptr(), rows, nb, d, ld,
+    t[7](src.data_ptr(), 0 if idx is None else idx.data_ptr(), D.data_ptr(), out.data_ptr(), rows, nb, d, ld,
          jstride, nlim, torch.get_num_threads())
     return out
 
@@ -461,7 +454,7 @@ def ff_scale_sum(src: torch.Tensor, D: torch.Tensor, bias, out: torch.Tensor, ns
             or (rows and (rows - 1) * ld + (nsum - 1) * d + e > src.numel())
             or (src.data_ptr() == out.data_ptr() and (nsum != 1 or ld != n_dst))):
         _fail("ff_scale_sum")
-    t[9](src.data_ptr(), D.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(), rows, nsum, d, ld,
+    t[8](src.data_ptr(), D.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(), rows, nsum, d, ld,
          nlim, n_dst, torch.get_num_threads())
     return out
 
@@ -477,6 +470,32 @@ def ff_colsum(a: torch.Tensor, b: torch.Tensor, idx, acc: torch.Tensor, ld: int,
     rows, nb, d = a.shape
     if rows and (rows - 1) * ld + _ff_extent(idx, nb, d, jstride, nlim) > b.numel():
         _fail("ff_colsum (second operand too small)")
-    t[10](a.data_ptr(), b.data_ptr(), 0 if idx is None else idx.data_ptr(), acc.data_ptr(), rows, nb, d, ld,
+    t[9](a.data_ptr(), b.data_ptr(), 0 if idx is None else idx.data_ptr(), acc.data_ptr(), rows, nb, d, ld,
           jstride, nlim, torch.get_num_threads())
     return acc
+
+
+def bin_grad_map_(g: torch.Tensor, u: torch.Tensor, m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor,
+                  acc: torch.Tensor) -> torch.Tensor:
+    """Sums over rows, per bin k: acc[k] = (Σ GR UR, Σ GR UI + GI UR, Σ GI UI); then :func:`bin_map` applied to
+    ``g`` in place, in one pass. g, u: (rows, m, 2); m00, m01, m11: (m,); acc: (m, 3). Returns ``g``."""
+    t = _table(g)
+    m = g.shape[1] if g.dim() == 3 else -1
+    if t is None or not _bins_ok(g, u) or not (
+        acc.is_cpu and acc.dtype == g.dtype and acc.is_contiguous() and acc.shape == (m, 3)
+    ) or any(c.dtype != g.dtype or not c.is_cpu or not c.is_contiguous() or c.shape != (m,) for c in (m00, m01, m11)):
+        _fail("bin_grad_map_")
+    t[10](g.data_ptr(), u.data_ptr(), m00.data_ptr(), m01.data_ptr(), m11.data_ptr(), acc.data_ptr(), g.shape[0], m,
+          torch.get_num_threads())
+    return g
+
+
+def colsum_scale_(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+    """``acc[k] = Σ_r g[r, k] x[r, k]``, then ``g *= a`` in place, in one pass. g, x: (rows, n); a, acc: (n,).
+    Returns ``g``."""
+    t = _table(g)
+    if t is None or g.dim() != 2 or x.shape != g.shape or a.shape != g.shape[1:] or acc.shape != g.shape[1:] \
+            or not _ff_ok(g.dtype, g, x, a, acc) or g.data_ptr() == x.data_ptr():
+        _fail("colsum_scale_")
+    t[11](g.data_ptr(), x.data_ptr(), a.data_ptr(), acc.data_ptr(), g.shape[0], g.shape[1], torch.get_num_threads())
+    return g

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SL_ABI_VERSION 4
+#define SL_ABI_VERSION 5
 
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
@@ -510,34 +510,69 @@ SL_EXPORT void SFX(sl_bin_map)(const T *z, const T *m00, const T *m01, const T *
     sl_parallel(SFX(bin_map_task), &c, rows, sl_nthreads(nthreads, rows * m * 2, rows));
 }
 
-/* Coefficient gradients of the bin map: for each bin k, summed over rows,
- * acc[3k] = Σ GR UR,  acc[3k+1] = Σ (GR UI + GI UR),  acc[3k+2] = Σ GI UI.
+/* The two uses of the output-gradient spectrum G in the ACDC backward in one pass: for each bin k, summed
+ * over rows, acc[3k] = Σ GR UR,  acc[3k+1] = Σ (GR UI + GI UR),  acc[3k+2] = Σ GI UI (the coefficient
+ * gradients, with U the block's input spectrum); then G mapped in place as by sl_bin_map.
  * Parallel over chunks of bins, so no two threads write the same sum. */
-static void SFX(bin_grad_task)(void *c_, int64_t i0, int64_t i1) {
+static void SFX(bin_grad_map_task)(void *c_, int64_t i0, int64_t i1) {
     const sl_bins_ctx *c = (const sl_bins_ctx *)c_;
+    const T *m00 = (const T *)c->c0, *m01 = (const T *)c->c1, *m11 = (const T *)c->c2;
     const int64_t m = c->m;
     T *acc = (T *)c->acc;
     for (int64_t it = i0; it < i1; it++) {
         int64_t k0 = it * SL_BIN_CHUNK, k1 = k0 + SL_BIN_CHUNK < m ? k0 + SL_BIN_CHUNK : m;
         for (int64_t k = k0; k < k1; k++) acc[3 * k] = acc[3 * k + 1] = acc[3 * k + 2] = 0;
         for (int64_t r = 0; r < c->rows; r++) {
-            const T *g = (const T *)c->z + 2 * r * m, *u = (const T *)c->u + 2 * r * m;
+            T *g = (T *)c->out + 2 * r * m;
+            const T *u = (const T *)c->u + 2 * r * m;
             SL_IVDEP
             for (int64_t k = k0; k < k1; k++) {
                 T gr = g[2 * k], gi = g[2 * k + 1], ur = u[2 * k], ui = u[2 * k + 1];
                 acc[3 * k] += gr * ur;
                 acc[3 * k + 1] += gr * ui + gi * ur;
                 acc[3 * k + 2] += gi * ui;
+                g[2 * k] = m00[k] * gr + m01[k] * gi;
+                g[2 * k + 1] = m01[k] * gr + m11[k] * gi;
             }
         }
     }
 }
 
-SL_EXPORT void SFX(sl_bin_grad)(const T *g, const T *u, T *acc, int64_t rows, int64_t m, int nthreads) {
+SL_EXPORT void SFX(sl_bin_grad_map)(T *g, const T *u, const T *m00, const T *m01, const T *m11, T *acc,
+                                    int64_t rows, int64_t m, int nthreads) {
     if (m <= 0) return;
-    sl_bins_ctx c = {g, u, NULL, NULL, NULL, NULL, acc, rows, m};
+    sl_bins_ctx c = {NULL, u, m00, m01, m11, g, acc, rows, m};
     int64_t items = (m + SL_BIN_CHUNK - 1) / SL_BIN_CHUNK;
-    sl_parallel(SFX(bin_grad_task), &c, items, sl_nthreads(nthreads, rows * m * 2, items));
+    sl_parallel(SFX(bin_grad_map_task), &c, items, sl_nthreads(nthreads, rows * m * 2, items));
+}
+
+/* acc[k] = Σ_r g[r, k] x[r, k], then g[r, k] *= a[k] in place: the ACDC grad_A and grad_x of a block in one
+ * pass over g. Parallel over column chunks, so each sum has one writer. */
+static void SFX(colsum_scale_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
+    const int64_t n = c->d;
+    const T *a = (const T *)c->bias;
+    T *acc = (T *)c->out;
+    for (int64_t it = i0; it < i1; it++) {
+        const int64_t k0 = it * SL_FF_CHUNK, k1 = k0 + SL_FF_CHUNK < n ? k0 + SL_FF_CHUNK : n;
+        for (int64_t k = k0; k < k1; k++) acc[k] = 0;
+        for (int64_t r = 0; r < c->rows; r++) {
+            T *g = (T *)c->scratch + r * n;
+            const T *x = (const T *)c->coef + r * n;
+            SL_IVDEP
+            for (int64_t k = k0; k < k1; k++) {
+                acc[k] += g[k] * x[k];
+                g[k] *= a[k];
+            }
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_colsum_scale)(T *g, const T *x, const T *a, T *acc, int64_t rows, int64_t n, int nthreads) {
+    if (n <= 0) return;
+    sl_ff_ctx c = {NULL, x, a, NULL, acc, g, rows, 1, n, n, 0, n, 1, 0};
+    int64_t items = (n + SL_FF_CHUNK - 1) / SL_FF_CHUNK;
+    sl_parallel(SFX(colsum_scale_task), &c, items, sl_nthreads(nthreads, rows * n, items));
 }
 
 SL_EXPORT void SFX(sl_dct_reorder)(const T *x, T *v, int64_t rows, int64_t n, int nthreads) {

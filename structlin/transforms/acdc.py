@@ -83,13 +83,13 @@ def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return w
 
 
-def _column_dot(g: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out[j] = Σ_rows g[r, j] · x[r, j]`` for ``(rows, n)`` tensors, without a ``(rows, n)`` temporary on the
-    native path."""
-    if uses_native(x) and g.is_contiguous() and x.is_contiguous():
-        n = x.shape[-1]
-        return _native.ff_colsum(g.view(-1, 1, n), x, None, out.view(1, n), n, 0, n).view(n)
-    return torch.sum(g * x, dim=0, out=out)
+def _column_dot_and_scale(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[j] = Σ_rows g[r, j] · x[r, j]``, then ``g *= a`` in place (one pass on the native path); returns
+    ``g``. ``g``, ``x``: ``(rows, n)``; ``a``, ``out``: ``(n,)``."""
+    if uses_native(x) and g.is_contiguous() and x.is_contiguous() and a.is_contiguous():
+        return _native.colsum_scale_(g, x, a, out)
+    torch.sum(g * x, dim=0, out=out)
+    return g.mul_(a)
 
 
 def _output_size(a: torch.Tensor, out_index: torch.Tensor | None) -> int:
@@ -168,10 +168,8 @@ def _cascade_backward_impl(
         v = inputs[i].reshape(rows, n)
         G = torch.fft.rfft(g)
         U = torch.fft.rfft(torch.mul(v, a[i], out=work))
-        _coefficient_sums(G, U, out=sums[i])  # before the map below, which overwrites G
-        grad_u = torch.fft.irfft(_apply_bins(G, m00[i], m01[i], m11[i]), n=n)
-        _column_dot(grad_u, v, out=grad_a[i])
-        g = grad_u.mul_(a[i])
+        grad_u = torch.fft.irfft(_coefficient_sums_and_map(G, U, m00[i], m01[i], m11[i], out=sums[i]), n=n)
+        g = _column_dot_and_scale(grad_u, v, a[i], out=grad_a[i])
         index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
         if index is not None:  # the gradient reaching the gather's source
             g = _gather_impl(g, inverse, index)
@@ -180,14 +178,18 @@ def _cascade_backward_impl(
     return [g.view(*shape[:-1], -1), grad_a, grad_m00, grad_m01, grad_m11]
 
 
-def _coefficient_sums(G: torch.Tensor, U: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out``, ``(m, 3)``: per bin, summed over rows, ``Σ GR UR``, ``Σ (GR UI + GI UR)``, ``Σ GI UI``."""
-    if uses_native(G.real) and G.is_contiguous() and U.is_contiguous():
-        return _native.bin_grad(torch.view_as_real(G), torch.view_as_real(U), out)
+def _coefficient_sums_and_map(G: torch.Tensor, U: torch.Tensor, m00, m01, m11, out: torch.Tensor) -> torch.Tensor:
+    """Per bin, summed over rows, ``out = (Σ GR UR, Σ (GR UI + GI UR), Σ GI UI)`` (``(m, 3)``), then the bin map
+    applied to ``G``: returns ``M ⊙ G`` (in place on ``G`` where possible; one pass on the native path)."""
+    if uses_native(G.real) and G.dim() == 2 and G.is_contiguous() and U.is_contiguous():
+        coefficients = [c.contiguous() for c in (m00, m01, m11)]
+        _native.bin_grad_map_(torch.view_as_real(G), torch.view_as_real(U), *coefficients, out)
+        return G
     # Σ G·U = Σ (GR UR − GI UI) + i Σ (GR UI + GI UR);  Σ G·conj(U) has real part Σ (GR UR + GI UI)
     product = (G * U).sum(0)
     product_conj = (G * torch.conj_physical(U)).sum(0).real
-    return torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1, out=out)
+    torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1, out=out)
+    return _apply_bins(G, m00, m01, m11)
 
 
 @functools.lru_cache(maxsize=32)
