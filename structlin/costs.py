@@ -103,6 +103,19 @@ def acdc_block_backward_flops(n: int) -> int:
     return 3 * rfft_flops(n) + 6 * bins + n + 8 * bins + 3 * n
 
 
+def acdc_coefficient_flops(n: int) -> int:
+    """FLOPs of one ACDC block's per-bin coefficients ``(m00, m01, m11)`` from ``D`` (per block, not per row):
+    ``m00 = c² d1 + s² d2``, ``m01 = cs (d1 − d2)``, ``m11 = s² d1 + c² d2``, 8 per bin."""
+    return 8 * (n // 2 + 1)
+
+
+def acdc_coefficient_backward_flops(n: int) -> int:
+    """FLOPs of taking the coefficient gradients back to ``D`` (per block): each of the three per-bin sums times
+    the bin's weight (3), the gradients reaching ``d1`` and ``d2`` (5 each) and adding ``d2``'s into ``D`` (1):
+    14 per bin."""
+    return 14 * (n // 2 + 1)
+
+
 def fastfood_flops(rows: int, in_features: int, size: int, blocks: int, out_features: int, bias: bool = True) -> int:
     """FLOPs of one fused Fastfood forward on ``rows`` rows: ``blocks`` blocks ``S H G Π H B`` of size ``size``
     (``d``, a power of two), input ``in_features`` (zero-padded to ``d``), output ``out_features`` (truncated).

@@ -297,15 +297,22 @@ def test_saved_bytes_match_cost_and_stay_within_two_inputs_per_block(depth, acti
 def test_flop_counter_sees_the_blocks():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from structlin.costs import acdc_block_backward_flops, acdc_block_flops
+    from structlin.costs import (
+        acdc_block_backward_flops,
+        acdc_block_flops,
+        acdc_coefficient_backward_flops,
+        acdc_coefficient_flops,
+    )
 
     layer = ACDC(1024, 1024, depth=3, bias=False)
     x = torch.randn(8, 1024, requires_grad=True)
     with FlopCounterMode(display=False) as counter:
         layer(x).sum().backward()
     counts = {str(op): c for op, c in counter.get_flop_counts()["Global"].items()}
-    assert counts["structlin.acdc_cascade"] == 3 * 8 * acdc_block_flops(1024)
-    assert counts["structlin.acdc_cascade_backward"] == 3 * 8 * acdc_block_backward_flops(1024)
+    assert counts["structlin.acdc_cascade"] == 3 * (8 * acdc_block_flops(1024) + acdc_coefficient_flops(1024))
+    assert counts["structlin.acdc_cascade_backward"] == 3 * (
+        8 * acdc_block_backward_flops(1024) + acdc_coefficient_backward_flops(1024)
+    )
 
 
 @pytest.mark.slow

@@ -6,10 +6,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..costs import Cost, acdc_block_backward_flops, acdc_block_flops
+from ..costs import (
+    Cost,
+    acdc_block_backward_flops,
+    acdc_block_flops,
+    acdc_coefficient_backward_flops,
+    acdc_coefficient_flops,
+)
 from ..strategies.depth import Depth, resolve_depth
 from ..strategies.init import ACDCInit, resolve_acdc_init
-from ..transforms.acdc import acdc_cascade, bin_coefficients, bin_trig, gather_last, makhoul_order
+from ..transforms.acdc import acdc_cascade, gather_last, makhoul_order
 from .activations import activation_gain, is_elementwise, resolve_activation
 from .base import StructuredLayer, register_layer
 
@@ -114,23 +120,11 @@ class ACDC(StructuredLayer):
             indices["_perm_inverse"] = np.argsort(perm_index, axis=1)
         for name, value in indices.items():
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.int64, device=device), persistent=False)
-        self._build_trig()
-
-    def _build_trig(self) -> None:
-        trig = bin_trig(self.size, device=self.A.device, dtype=self._compute_dtype)
-        for name, value in zip(("_c2", "_s2", "_cs", "_mirror"), trig):
-            self.register_buffer(name, value, persistent=False)
 
     @property
     def _compute_dtype(self) -> torch.dtype:
         """float32 for half-precision parameters (the FFTs need it), else the parameters' dtype."""
         return torch.float32 if self.A.dtype in _HALF else self.A.dtype
-
-    def _apply(self, fn, recurse=True):
-        # ``.to(dtype)``/``.half()`` would round the trig constants; rebuild them in the compute dtype instead.
-        super()._apply(fn, recurse)
-        self._build_trig()
-        return self
 
     def reset_parameters(self) -> None:
         """Redraw ``A`` and ``D`` with the init strategy and zero the bias (the permutations stay)."""
@@ -147,20 +141,19 @@ class ACDC(StructuredLayer):
 
     def _cascade(self, x: torch.Tensor) -> torch.Tensor:
         compute = self._compute_dtype
-        a = self.A.to(compute).index_select(1, self._order)
-        m00, m01, m11 = bin_coefficients(self.D.to(compute), (self._c2, self._s2, self._cs, self._mirror))
+        A, D = self.A.to(compute), self.D.to(compute)
         gather_in = (self._in_index, self._in_inverse)
         if self.in_features < self.size:  # zero-padding: a gather of its own; the op's gathers are permutations
             x, gather_in = gather_last(x, *gather_in), None
         gather_out = (self._out_index, self._out_inverse)
         if self.activation is None:  # the whole cascade in one op
             perms = (self._perm_index, self._perm_inverse) if self.permutations is not None else None
-            return acdc_cascade(x, a, m00, m01, m11, gather_in=gather_in, permutations=perms, gather_out=gather_out)
-        # one block at a time; unbind, not a[i : i + 1]: its backward stacks the k row gradients once instead of
+            return acdc_cascade(x, A, D, gather_in=gather_in, permutations=perms, gather_out=gather_out)
+        # one block at a time; unbind, not A[i : i + 1]: its backward stacks the k row gradients once instead of
         # summing k full (k, ·) ones
         last = self.depth - 1
-        for i, block in enumerate(zip(a.unbind(0), m00.unbind(0), m01.unbind(0), m11.unbind(0))):
-            x = acdc_cascade(x, *(t.unsqueeze(0) for t in block), gather_in=gather_in if i == 0 else None,
+        for i, (a, d) in enumerate(zip(A.unbind(0), D.unbind(0))):
+            x = acdc_cascade(x, a.unsqueeze(0), d.unsqueeze(0), gather_in=gather_in if i == 0 else None,
                              gather_out=gather_out if i == last else None)
             if i < last:
                 if self.permutations is not None:
@@ -192,16 +185,12 @@ class ACDC(StructuredLayer):
     def cost(self, batch_shape=()) -> Cost:
         """Analytic cost for inputs ``(*batch_shape, in_features)``; see :mod:`structlin.costs`."""
         rows, n, k = self._rows(batch_shape), self.size, self.depth
-        bins = n // 2 + 1
         itemsize = self.A.element_size()
         between = (k - 1) * n if self.activation is not None else 0  # one op per element per activation
         bias = self.out_features if self.bias is not None else 0
-        # (m00, m01, m11) from D: 8 products and sums per bin and block
-        forward = rows * (k * acdc_block_flops(n) + between + bias) + 8 * bins * k
-        # Their backward: 5 products and a negation per bin and block, the sums of the gradients reaching
-        # d1, d2 and D (2 + 2 per bin, n per block) and the scatter of d2's and A's gradients (bins + n). With an
-        # activation the blocks run one at a time and their gradients are stacked (unbind's backward): data only.
-        coefficients_backward = k * (11 * bins + 2 * n)
+        # the per-bin coefficients from D, once per block, and their gradients back to D
+        forward = rows * (k * acdc_block_flops(n) + between + bias) + k * acdc_coefficient_flops(n)
+        coefficients_backward = k * acdc_coefficient_backward_flops(n)
         bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
         backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward
         saved = rows * n * itemsize * (k + (k - 1 if self.activation is not None else 0))

@@ -28,7 +28,12 @@ import numpy as np
 import torch
 
 from .. import _native
-from ..costs import acdc_block_backward_flops, acdc_block_flops
+from ..costs import (
+    acdc_block_backward_flops,
+    acdc_block_flops,
+    acdc_coefficient_backward_flops,
+    acdc_coefficient_flops,
+)
 from ._backend import uses_native
 from ._ops import register_flops, rows_of
 
@@ -42,7 +47,7 @@ def makhoul_order(n: int) -> np.ndarray:
 
 def bin_trig(n: int, device=None, dtype=None):
     """Constants of :func:`bin_coefficients` for size ``n``: ``(c², s², cs, mirror)``, ``(n//2 + 1,)`` each;
-    ``mirror[k] = n − k`` (0 for k = 0). A layer keeps them as buffers."""
+    ``mirror[k] = n − k`` (0 for k = 0)."""
     theta = np.pi * np.arange(n // 2 + 1) / (2 * n)
     c, s = np.cos(theta), np.sin(theta)
     mirror = np.concatenate([[0], n - np.arange(1, n // 2 + 1)])
@@ -92,16 +97,21 @@ def _column_dot_and_scale(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, out
     return g.mul_(a)
 
 
-def _output_size(a: torch.Tensor, out_index: torch.Tensor | None) -> int:
-    return a.shape[1] if out_index is None else out_index.shape[0]
+def _output_size(A: torch.Tensor, out_index: torch.Tensor | None) -> int:
+    return A.shape[1] if out_index is None else out_index.shape[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _block_constants(n: int, dtype: torch.dtype, device: torch.device):
+    """``(order, unorder, trig)``: Makhoul's order of size ``n`` and its inverse, and :func:`bin_trig`."""
+    order = torch.as_tensor(makhoul_order(n), device=device)
+    return order, torch.argsort(order), bin_trig(n, device, dtype)
 
 
 def _cascade_impl(
     x: torch.Tensor,
-    a: torch.Tensor,
-    m00: torch.Tensor,
-    m01: torch.Tensor,
-    m11: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
     in_index: Optional[torch.Tensor],
     in_inverse: Optional[torch.Tensor],
     perm_index: Optional[torch.Tensor],
@@ -112,13 +122,16 @@ def _cascade_impl(
 ) -> list[torch.Tensor]:
     """``[y, *kept]``: the cascade's output and, when ``keep``, the block inputs backward needs (all ``k`` of
     them with an input gather, else the last ``k - 1``: the first is ``x``)."""
-    k, n = a.shape
+    k, n = A.shape
     batch = x.shape[:-1]
     rows_x = x.reshape(-1, x.shape[-1])
     rows = rows_x.shape[0]
     kept_count = (k if in_index is not None else k - 1) if keep else 0
     if rows == 0:  # some FFT backends reject empty batches
-        return [x.new_empty(*batch, _output_size(a, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
+        return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
+    order, _, trig = _block_constants(n, A.dtype, A.device)
+    a = A.index_select(1, order)
+    m00, m01, m11 = bin_coefficients(D, trig)
     kept = []
     v = rows_x
     for i in range(k):
@@ -140,10 +153,8 @@ def _permutation(index: Optional[torch.Tensor], inverse: Optional[torch.Tensor],
 def _cascade_backward_impl(
     grad: torch.Tensor,
     inputs: list[torch.Tensor],
-    a: torch.Tensor,
-    m00: torch.Tensor,
-    m01: torch.Tensor,
-    m11: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
     in_index: Optional[torch.Tensor],
     in_inverse: Optional[torch.Tensor],
     perm_index: Optional[torch.Tensor],
@@ -151,15 +162,18 @@ def _cascade_backward_impl(
     out_index: Optional[torch.Tensor],
     out_inverse: Optional[torch.Tensor],
 ) -> list[torch.Tensor]:
-    k, n = a.shape
+    k, n = A.shape
     if len(inputs) != k:
         raise RuntimeError("acdc_cascade ran with keep=False, so it saved nothing to differentiate with")
     shape = inputs[0].shape
-    grad_a = torch.empty_like(a)
-    sums = a.new_empty(k, n // 2 + 1, 3)
     rows = grad.reshape(-1, grad.shape[-1]).shape[0]
     if rows == 0:
-        return [grad.new_zeros(shape), grad_a.zero_()] + [torch.zeros_like(m) for m in (m00, m01, m11)]
+        return [grad.new_zeros(shape), torch.zeros_like(A), torch.zeros_like(D)]
+    order, unorder, trig = _block_constants(n, A.dtype, A.device)
+    a = A.index_select(1, order)
+    m00, m01, m11 = bin_coefficients(D, trig)
+    grad_a = torch.empty_like(a)
+    sums = a.new_empty(k, n // 2 + 1, 3)
     g = grad.reshape(rows, -1)
     if out_index is not None:
         g = _gather_impl(g, out_inverse, out_index)
@@ -173,9 +187,18 @@ def _cascade_backward_impl(
         index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
         if index is not None:  # the gradient reaching the gather's source
             g = _gather_impl(g, inverse, index)
-    w = _bin_weights(n, a.dtype, a.device)
-    grad_m00, grad_m01, grad_m11 = (w * sums[..., j] for j in range(3))
-    return [g.view(*shape[:-1], -1), grad_a, grad_m00, grad_m01, grad_m11]
+    return [g.view(*shape[:-1], -1), grad_a.index_select(1, unorder), _coefficient_backward(sums, D, trig)]
+
+
+def _coefficient_backward(sums: torch.Tensor, D: torch.Tensor, trig) -> torch.Tensor:
+    """``grad_D`` ``(k, n)`` from the per-bin sums ``(k, n//2 + 1, 3)`` of the block backward: each sum times
+    its bin's weight is the gradient of ``(m00, m01, m11)``, taken back through :func:`bin_coefficients`."""
+    c2, s2, cs, mirror = trig
+    w = _bin_weights(D.shape[-1], D.dtype, D.device)
+    g00, g01, g11 = (w * sums[..., j] for j in range(3))
+    grad_D = torch.zeros_like(D)
+    grad_D[:, : w.shape[0]] = c2 * g00 + cs * g01 + s2 * g11  # through d1 = D[:, :bins]
+    return grad_D.index_add_(1, mirror, s2 * g00 - cs * g01 + c2 * g11)  # through d2 = D[:, mirror]
 
 
 def _coefficient_sums_and_map(G: torch.Tensor, U: torch.Tensor, m00, m01, m11, out: torch.Tensor) -> torch.Tensor:
@@ -217,24 +240,24 @@ def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
     return padded.index_select(-1, torch.where(index < 0, x.shape[-1], index))
 
 
-_CASCADE_ARGUMENTS = 10  # the op's inputs after x and before keep: a, m00, m01, m11 and three (index, inverse)
+_CASCADE_ARGUMENTS = 8  # the op's inputs after x and before keep: A, D and three (index, inverse) gathers
 
 
 def _save_cascade(ctx, inputs, output) -> None:
     """Save the parameters, the gathers and the ``k`` block inputs (``x`` first when there is no input gather)."""
     x, *arguments, _keep = inputs
     ctx.mark_non_differentiable(*output[1:])
-    block_inputs = list(output[1:]) if arguments[4] is not None else [x, *output[1:]]
+    block_inputs = list(output[1:]) if arguments[2] is not None else [x, *output[1:]]
     ctx.save_for_backward(*arguments, *block_inputs)
 
 
 def _cascade_gradients(ctx, grad: torch.Tensor | None) -> tuple:
-    """Gradients of the op's inputs ``(x, a, m00, m01, m11)`` (None for the gathers and ``keep``)."""
+    """Gradients of the op's inputs ``(x, A, D)`` (None for the gathers and ``keep``)."""
     if grad is None:  # only the kept tensors were used, and they carry no gradient
         return (None,) * (_CASCADE_ARGUMENTS + 2)
     arguments = ctx.saved_tensors[:_CASCADE_ARGUMENTS]
     block_inputs = list(ctx.saved_tensors[_CASCADE_ARGUMENTS:])
-    return *_cascade_backward_op(grad, block_inputs, *arguments), *(None,) * 7
+    return *_cascade_backward_op(grad, block_inputs, *arguments), *(None,) * 7  # the 6 gather tensors and keep
 
 
 if hasattr(torch.library, "custom_op"):
@@ -245,17 +268,16 @@ if hasattr(torch.library, "custom_op"):
     _gather_op = torch.library.custom_op("structlin::gather_last", _gather_impl, mutates_args=())
 
     @_cascade_op.register_fake
-    def _(x, a, m00, m01, m11, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, keep):
-        k, n = a.shape
+    def _(x, A, D, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, keep):
+        k, n = A.shape
         batch = x.shape[:-1]
         kept_count = (k if in_index is not None else k - 1) if keep else 0
-        return [x.new_empty(*batch, _output_size(a, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
+        return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
 
     @_cascade_backward_op.register_fake
-    def _(grad, inputs, a, m00, m01, m11, in_index, in_inverse, *gathers):
+    def _(grad, inputs, A, D, in_index, in_inverse, *gathers):
         n_in = inputs[0].shape[-1] if in_inverse is None else in_inverse.shape[0]
-        grad_x = grad.new_empty(*inputs[0].shape[:-1], n_in)
-        return [grad_x, a.new_empty(a.shape), m00.new_empty(m00.shape), m01.new_empty(m01.shape), m11.new_empty(m11.shape)]
+        return [grad.new_empty(*inputs[0].shape[:-1], n_in), A.new_empty(A.shape), D.new_empty(D.shape)]
 
     @_gather_op.register_fake
     def _(x, index, inverse):
@@ -280,12 +302,14 @@ if hasattr(torch.library, "custom_op"):
     _gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
     register_flops(
         "acdc_cascade",
-        lambda x_shape, a_shape, *args, out_shape=None, **kw: rows_of(x_shape) * a_shape[0] * acdc_block_flops(a_shape[1]),
+        lambda x_shape, A_shape, *args, out_shape=None, **kw: A_shape[0] * (
+            rows_of(x_shape) * acdc_block_flops(A_shape[1]) + acdc_coefficient_flops(A_shape[1])
+        ),
     )
     register_flops(
         "acdc_cascade_backward",
-        lambda g_shape, input_shapes, a_shape, *args, out_shape=None, **kw: (
-            rows_of(g_shape) * a_shape[0] * acdc_block_backward_flops(a_shape[1])
+        lambda g_shape, input_shapes, A_shape, *args, out_shape=None, **kw: A_shape[0] * (
+            rows_of(g_shape) * acdc_block_backward_flops(A_shape[1]) + acdc_coefficient_backward_flops(A_shape[1])
         ),
     )
 else:  # torch < 2.4
@@ -317,21 +341,20 @@ else:  # torch < 2.4
 
 def acdc_cascade(
     x: torch.Tensor,
-    a: torch.Tensor,
-    m00: torch.Tensor,
-    m01: torch.Tensor,
-    m11: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
     *,
     gather_in: tuple[torch.Tensor, torch.Tensor] | None = None,
     permutations: tuple[torch.Tensor, torch.Tensor] | None = None,
     gather_out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``k`` ACDC blocks in the reordered domain, block ``i`` being ``v ↦ irfft(M_i ⊙ rfft(a_i ⊙ v))``.
+    """``k`` ACDC blocks ``C⁻¹ diag(D_i) C diag(A_i)`` run in Makhoul's reordered domain: block ``i`` is
+    ``v ↦ irfft(M_i ⊙ rfft(a_i ⊙ v))`` with ``a_i`` the reordered ``A_i`` and ``M_i`` from
+    :func:`bin_coefficients`.
 
     Args:
         x: ``(..., n)`` input in Makhoul order, or any ``(..., n)`` input with ``gather_in``.
-        a: ``(k, n)`` the diagonals ``A`` in Makhoul order.
-        m00, m01, m11: ``(k, n//2 + 1)`` per-bin coefficients from :func:`bin_coefficients`.
+        A, D: ``(k, n)`` the diagonals, in natural order.
         gather_in: ``(index, inverse)``, a permutation of ``n`` applied to ``x`` first (``v[..., j] =
             x[..., index[j]]``); None for none.
         permutations: ``(index, inverse)``, ``(k - 1, n)`` int64 permutations applied between blocks; None for
@@ -341,13 +364,13 @@ def acdc_cascade(
             none.
 
     Returns:
-        ``(..., n_out)`` (``n_out = n`` without ``gather_out``). When a gradient is needed it saves the ``k``
-        block inputs (``x`` itself for the first when there is no ``gather_in``), one ``(..., n)`` tensor each,
-        and nothing else of the batch's size.
+        ``(..., n_out)`` (``n_out = n`` without ``gather_out``), differentiable in ``x``, ``A`` and ``D``.
+        When a gradient is needed it saves the ``k`` block inputs (``x`` itself for the first when there is no
+        ``gather_in``), one ``(..., n)`` tensor each, and nothing else of the batch's size.
     """
-    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, a, m00, m01, m11))
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, A, D))
     gathers = [t for pair in (gather_in, permutations, gather_out) for t in (pair if pair is not None else (None, None))]
-    return _cascade_op(x, a, m00, m01, m11, *gathers, keep)[0]
+    return _cascade_op(x, A, D, *gathers, keep)[0]
 
 
 def gather_last(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
