@@ -102,10 +102,17 @@ def _output_size(A: torch.Tensor, out_index: torch.Tensor | None) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _block_constants(n: int, dtype: torch.dtype, device: torch.device):
-    """``(order, unorder, trig)``: Makhoul's order of size ``n`` and its inverse, and :func:`bin_trig`."""
-    order = torch.as_tensor(makhoul_order(n), device=device)
-    return order, torch.argsort(order), bin_trig(n, device, dtype)
+def _cached_trig(n: int, dtype: torch.dtype, device: torch.device):
+    return bin_trig(n, device, dtype)
+
+
+def _reordered_parameters(A: torch.Tensor, D: torch.Tensor):
+    """``(a, (m00, m01, m11), unorder, trig)``: ``A`` in Makhoul order, the per-bin coefficients of ``D``, and
+    what takes gradients back (the inverse order and :func:`bin_trig`)."""
+    n = A.shape[1]
+    order, unorder = _makhoul_indices(n, A.device)
+    trig = _cached_trig(n, A.dtype, A.device)
+    return A.index_select(1, order), bin_coefficients(D, trig), unorder, trig
 
 
 def _cascade_impl(
@@ -129,9 +136,7 @@ def _cascade_impl(
     kept_count = (k if in_index is not None else k - 1) if keep else 0
     if rows == 0:  # some FFT backends reject empty batches
         return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
-    order, _, trig = _block_constants(n, A.dtype, A.device)
-    a = A.index_select(1, order)
-    m00, m01, m11 = bin_coefficients(D, trig)
+    a, (m00, m01, m11), _, _ = _reordered_parameters(A, D)
     kept = []
     v = rows_x
     for i in range(k):
@@ -169,9 +174,7 @@ def _cascade_backward_impl(
     rows = grad.reshape(-1, grad.shape[-1]).shape[0]
     if rows == 0:
         return [grad.new_zeros(shape), torch.zeros_like(A), torch.zeros_like(D)]
-    order, unorder, trig = _block_constants(n, A.dtype, A.device)
-    a = A.index_select(1, order)
-    m00, m01, m11 = bin_coefficients(D, trig)
+    a, (m00, m01, m11), unorder, trig = _reordered_parameters(A, D)
     grad_a = torch.empty_like(a)
     sums = a.new_empty(k, n // 2 + 1, 3)
     g = grad.reshape(rows, -1)
@@ -215,9 +218,10 @@ def _coefficient_sums_and_map(G: torch.Tensor, U: torch.Tensor, m00, m01, m11, o
     return _apply_bins(G, m00, m01, m11)
 
 
-@functools.lru_cache(maxsize=32)
-def _makhoul_indices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    order = torch.as_tensor(makhoul_order(n))
+@functools.lru_cache(maxsize=64)
+def _makhoul_indices(n: int, device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Makhoul's order of size ``n`` (:func:`makhoul_order`) and its inverse, as int64 tensors on ``device``."""
+    order = torch.as_tensor(makhoul_order(n), device=device)
     return order, torch.argsort(order)
 
 
