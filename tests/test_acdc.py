@@ -63,7 +63,10 @@ def test_activations_between_blocks_match_reference(activation, backend):
         layer.to_dense()
 
 
-@pytest.mark.parametrize("in_features, out_features, depth, activation", [(6, 6, 1, None), (5, 8, 3, "relu"), (8, 3, 2, None)])
+@pytest.mark.parametrize(
+    "in_features, out_features, depth, activation",
+    [(6, 6, 1, None), (5, 8, 3, "relu"), (6, 6, 3, "relu"), (8, 3, 2, None), (6, 6, 2, "gelu")],
+)
 def test_gradcheck_input_and_diagonals(in_features, out_features, depth, activation, backend):
     layer = _random_layer(in_features, out_features, depth=depth, activation=activation)
     x = torch.randn(3, in_features, dtype=torch.float64, requires_grad=True)
@@ -263,7 +266,8 @@ def test_extra_repr_and_cost():
     assert "in_features=100" in text and "depth=3" in text and "size=100" in text
     cost = layer.cost((8,))
     assert cost.params == sum(p.numel() for p in layer.parameters()) == 2 * 3 * 100 + 50
-    assert cost.saved_bytes == 8 * 100 * 4 * (3 + 2)
+    assert cost.saved_bytes == 8 * 100 * 4 * 3  # the block inputs: the fused ReLUs need nothing more
+    assert ACDC(100, 50, depth=3, activation="gelu").cost((8,)).saved_bytes == 8 * 100 * 4 * (3 + 2)
 
 
 def _saved_bytes(layer, x):
@@ -285,7 +289,7 @@ def _saved_bytes(layer, x):
     return total, activations
 
 
-@pytest.mark.parametrize("depth, activation", [(1, None), (4, None), (4, "relu")])
+@pytest.mark.parametrize("depth, activation", [(1, None), (4, None), (4, "relu"), (3, "tanh")])
 def test_saved_bytes_match_cost_and_stay_within_two_inputs_per_block(depth, activation):
     layer = ACDC(256, 256, depth=depth, activation=activation)
     x = torch.randn(64, 256, requires_grad=True)
@@ -333,3 +337,12 @@ def test_acdc_cannot_be_built_exactly_from_a_linear():
     assert ACDC.exact_from_linear is False
     with pytest.raises(TypeError, match="cannot be built from an nn.Linear"):
         ACDC.from_linear(torch.nn.Linear(4, 4))
+
+
+@pytest.mark.parametrize("activation", [None, "relu", nn.ReLU()])
+def test_a_layer_without_activation_or_with_relu_is_one_op(activation):
+    layer = ACDC(64, 64, depth=5, activation=activation)
+    r = structlin.report(layer, torch.randn(3, 64))
+    ops = set(r.by_operator())
+    assert {"structlin.acdc_cascade", "structlin.acdc_cascade_backward"} <= ops
+    assert not any(op.startswith(("aten.relu", "aten.threshold", "structlin.gather")) for op in ops), ops

@@ -96,10 +96,12 @@ def test_acdc_backward_kernels_match_torch(rows, n):
         torch.testing.assert_close(g[..., 1], m01 * G[0] + m11 * G[1], **tol)
 
         grad, x, a = torch.randn(rows, n, dtype=dtype), torch.randn(rows, n, dtype=dtype), torch.randn(n, dtype=dtype)
-        scaled, acc = grad.clone(), torch.empty(n, dtype=dtype)
-        assert _native.colsum_scale_(scaled, x, a, acc) is scaled
-        torch.testing.assert_close(acc, (grad * x).sum(0), **tol)
-        torch.testing.assert_close(scaled, grad * a, **tol)
+        for relu_mask in (False, True):
+            scaled, acc = grad.clone(), torch.empty(n, dtype=dtype)
+            assert _native.colsum_scale_(scaled, x, a, acc, relu_mask) is scaled
+            torch.testing.assert_close(acc, (grad * x).sum(0), **tol)
+            expected = grad * a * (x > 0) if relu_mask else grad * a
+            torch.testing.assert_close(scaled, expected, **tol)
 
     with pytest.raises(ValueError, match="bin_grad_map_"):
         _native.bin_grad_map_(g, g[:1], m00, m01, m11, torch.empty(bins, 3, dtype=dtype))

@@ -32,7 +32,7 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
     ff_colsum(a, b, idx, acc, ld, jstride, nlim)           per-column sums over rows of a * (gathered) b
     bin_grad_map_(g, u, m00, m01, m11, acc)   ACDC coefficient gradients summed over rows into acc (m, 3),
                                               then bin_map applied to g in place
-    colsum_scale_(g, x, a, acc)               acc = sum over rows of g * x, then g *= a in place
+    colsum_scale_(g, x, a, acc, relu_mask)    acc = sum over rows of g * x, then g *= a in place (and 0 where x <= 0)
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -194,7 +194,7 @@ def _bind(lib: ctypes.CDLL) -> dict:
             "sl_ff_scale_sum": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
             "sl_ff_colsum": [P, P, P, P, I64, I64, I64, I64, I64, I64, INT],
             "sl_bin_grad_map": [P, P, P, P, P, P, I64, I64, INT],
-            "sl_colsum_scale": [P, P, P, P, I64, I64, INT],
+            "sl_colsum_scale": [P, P, P, P, I64, I64, INT, INT],
         }
         row = []
         for name, argtypes in sig.items():
@@ -490,12 +490,14 @@ def bin_grad_map_(g: torch.Tensor, u: torch.Tensor, m00: torch.Tensor, m01: torc
     return g
 
 
-def colsum_scale_(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
-    """``acc[k] = Σ_r g[r, k] x[r, k]``, then ``g *= a`` in place, in one pass. g, x: (rows, n); a, acc: (n,).
-    Returns ``g``."""
+def colsum_scale_(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, acc: torch.Tensor,
+                  relu_mask: bool = False) -> torch.Tensor:
+    """``acc[k] = Σ_r g[r, k] x[r, k]``, then ``g *= a`` in place, in one pass; with ``relu_mask``, ``g`` is also
+    zeroed where ``x <= 0``. g, x: (rows, n); a, acc: (n,). Returns ``g``."""
     t = _table(g)
     if t is None or g.dim() != 2 or x.shape != g.shape or a.shape != g.shape[1:] or acc.shape != g.shape[1:] \
             or not _ff_ok(g.dtype, g, x, a, acc) or g.data_ptr() == x.data_ptr():
         _fail("colsum_scale_")
-    t[11](g.data_ptr(), x.data_ptr(), a.data_ptr(), acc.data_ptr(), g.shape[0], g.shape[1], torch.get_num_threads())
+    t[11](g.data_ptr(), x.data_ptr(), a.data_ptr(), acc.data_ptr(), g.shape[0], g.shape[1], int(relu_mask),
+          torch.get_num_threads())
     return g

@@ -547,7 +547,8 @@ SL_EXPORT void SFX(sl_bin_grad_map)(T *g, const T *u, const T *m00, const T *m01
 }
 
 /* acc[k] = Σ_r g[r, k] x[r, k], then g[r, k] *= a[k] in place: the ACDC grad_A and grad_x of a block in one
- * pass over g. Parallel over column chunks, so each sum has one writer. */
+ * pass over g. With relu_mask, g[r, k] becomes 0 where x[r, k] <= 0 (x being a ReLU's output, that is the
+ * ReLU's gradient). Parallel over column chunks, so each sum has one writer. */
 static void SFX(colsum_scale_task)(void *c_, int64_t i0, int64_t i1) {
     const sl_ff_ctx *c = (const sl_ff_ctx *)c_;
     const int64_t n = c->d;
@@ -559,18 +560,27 @@ static void SFX(colsum_scale_task)(void *c_, int64_t i0, int64_t i1) {
         for (int64_t r = 0; r < c->rows; r++) {
             T *g = (T *)c->scratch + r * n;
             const T *x = (const T *)c->coef + r * n;
-            SL_IVDEP
-            for (int64_t k = k0; k < k1; k++) {
-                acc[k] += g[k] * x[k];
-                g[k] *= a[k];
+            if (c->nsum) {
+                SL_IVDEP
+                for (int64_t k = k0; k < k1; k++) {
+                    acc[k] += g[k] * x[k];
+                    g[k] = x[k] > 0 ? g[k] * a[k] : (T)0;
+                }
+            } else {
+                SL_IVDEP
+                for (int64_t k = k0; k < k1; k++) {
+                    acc[k] += g[k] * x[k];
+                    g[k] *= a[k];
+                }
             }
         }
     }
 }
 
-SL_EXPORT void SFX(sl_colsum_scale)(T *g, const T *x, const T *a, T *acc, int64_t rows, int64_t n, int nthreads) {
+SL_EXPORT void SFX(sl_colsum_scale)(T *g, const T *x, const T *a, T *acc, int64_t rows, int64_t n, int relu_mask,
+                                    int nthreads) {
     if (n <= 0) return;
-    sl_ff_ctx c = {NULL, x, a, NULL, acc, g, rows, 1, n, n, 0, n, 1, 0};
+    sl_ff_ctx c = {NULL, x, a, NULL, acc, g, rows, 1, n, n, 0, n, relu_mask != 0, 0}; /* nsum: the mask flag */
     int64_t items = (n + SL_FF_CHUNK - 1) / SL_FF_CHUNK;
     sl_parallel(SFX(colsum_scale_task), &c, items, sl_nthreads(nthreads, rows * n, items));
 }

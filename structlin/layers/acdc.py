@@ -146,9 +146,10 @@ class ACDC(StructuredLayer):
         if self.in_features < self.size:  # zero-padding: a gather of its own; the op's gathers are permutations
             x, gather_in = gather_last(x, *gather_in), None
         gather_out = (self._out_index, self._out_inverse)
-        if self.activation is None:  # the whole cascade in one op
+        relu = isinstance(self.activation, nn.ReLU)
+        if self.activation is None or relu:  # the whole cascade in one op
             perms = (self._perm_index, self._perm_inverse) if self.permutations is not None else None
-            return acdc_cascade(x, A, D, gather_in=gather_in, permutations=perms, gather_out=gather_out)
+            return acdc_cascade(x, A, D, gather_in=gather_in, permutations=perms, gather_out=gather_out, relu=relu)
         # one block at a time; unbind, not A[i : i + 1]: its backward stacks the k row gradients once instead of
         # summing k full (k, ·) ones
         last = self.depth - 1
@@ -193,7 +194,9 @@ class ACDC(StructuredLayer):
         coefficients_backward = k * acdc_coefficient_backward_flops(n)
         bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
         backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward
-        saved = rows * n * itemsize * (k + (k - 1 if self.activation is not None else 0))
+        # the block inputs; an activation run outside the op (any but ReLU) saves what its backward needs too
+        outside = self.activation is not None and not isinstance(self.activation, nn.ReLU)
+        saved = rows * n * itemsize * (k + (k - 1 if outside else 0))
         params = 2 * k * n + bias
         return Cost(params=params, forward_flops=forward, backward_flops=backward, saved_bytes=saved)
 

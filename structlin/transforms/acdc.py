@@ -88,13 +88,16 @@ def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return w
 
 
-def _column_dot_and_scale(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out[j] = Σ_rows g[r, j] · x[r, j]``, then ``g *= a`` in place (one pass on the native path); returns
-    ``g``. ``g``, ``x``: ``(rows, n)``; ``a``, ``out``: ``(n,)``."""
+def _column_dot_and_scale(
+    g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, out: torch.Tensor, relu_mask: bool = False
+) -> torch.Tensor:
+    """``out[j] = Σ_rows g[r, j] · x[r, j]``, then ``g *= a`` in place, and with ``relu_mask`` ``g = 0`` where
+    ``x <= 0`` (one pass on the native path); returns ``g``. ``g``, ``x``: ``(rows, n)``; ``a``, ``out``: ``(n,)``."""
     if uses_native(x) and g.is_contiguous() and x.is_contiguous() and a.is_contiguous():
-        return _native.colsum_scale_(g, x, a, out)
+        return _native.colsum_scale_(g, x, a, out, relu_mask)
     torch.sum(g * x, dim=0, out=out)
-    return g.mul_(a)
+    g = g.mul_(a)
+    return g.masked_fill_(x <= 0, 0) if relu_mask else g
 
 
 def _output_size(A: torch.Tensor, out_index: torch.Tensor | None) -> int:
@@ -125,10 +128,12 @@ def _cascade_impl(
     perm_inverse: Optional[torch.Tensor],
     out_index: Optional[torch.Tensor],
     out_inverse: Optional[torch.Tensor],
+    relu: bool,
     keep: bool,
 ) -> list[torch.Tensor]:
     """``[y, *kept]``: the cascade's output and, when ``keep``, the block inputs backward needs (all ``k`` of
-    them with an input gather, else the last ``k - 1``: the first is ``x``)."""
+    them with an input gather, else the last ``k - 1``: the first is ``x``). ``relu``: a ReLU before every
+    block but the first."""
     k, n = A.shape
     batch = x.shape[:-1]
     rows_x = x.reshape(-1, x.shape[-1])
@@ -143,6 +148,8 @@ def _cascade_impl(
         index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
         if index is not None:
             v = _gather_impl(v, index, inverse)
+        if relu and i > 0:
+            v = v.relu_()  # v is this function's own tensor here (a gather's or an irfft's output)
         if keep and v is not rows_x:
             kept.append(v.view(*batch, n))
         v = torch.fft.irfft(_apply_bins(torch.fft.rfft(v * a[i]), m00[i], m01[i], m11[i]), n=n)
@@ -166,6 +173,7 @@ def _cascade_backward_impl(
     perm_inverse: Optional[torch.Tensor],
     out_index: Optional[torch.Tensor],
     out_inverse: Optional[torch.Tensor],
+    relu: bool,
 ) -> list[torch.Tensor]:
     k, n = A.shape
     if len(inputs) != k:
@@ -186,7 +194,8 @@ def _cascade_backward_impl(
         G = torch.fft.rfft(g)
         U = torch.fft.rfft(torch.mul(v, a[i], out=work))
         grad_u = torch.fft.irfft(_coefficient_sums_and_map(G, U, m00[i], m01[i], m11[i], out=sums[i]), n=n)
-        g = _column_dot_and_scale(grad_u, v, a[i], out=grad_a[i])
+        # with ReLUs, v_i = relu(p) for i > 0 is positive exactly where p is: that masks the gradient reaching p
+        g = _column_dot_and_scale(grad_u, v, a[i], out=grad_a[i], relu_mask=relu and i > 0)
         index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
         if index is not None:  # the gradient reaching the gather's source
             g = _gather_impl(g, inverse, index)
@@ -244,24 +253,35 @@ def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
     return padded.index_select(-1, torch.where(index < 0, x.shape[-1], index))
 
 
-_CASCADE_ARGUMENTS = 8  # the op's inputs after x and before keep: A, D and three (index, inverse) gathers
+def _relu_flops(rows: int, k: int, n: int, relu: bool) -> int:
+    """The ReLUs between blocks (or their gradients): one op per element, as for a separate activation."""
+    return rows * (k - 1) * n if relu else 0
+
+
+_GATHERS = 6  # in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse
+
+
+def _relu_argument(after_parameters: tuple, kwargs: dict) -> bool:
+    """The ``relu`` argument of either op, from the arguments after ``A`` and ``D`` (the gathers come first)."""
+    return kwargs["relu"] if "relu" in kwargs else bool(after_parameters[_GATHERS])
 
 
 def _save_cascade(ctx, inputs, output) -> None:
-    """Save the parameters, the gathers and the ``k`` block inputs (``x`` first when there is no input gather)."""
-    x, *arguments, _keep = inputs
+    """Save ``A``, ``D``, the gathers and the ``k`` block inputs (``x`` first when there is no input gather)."""
+    x, A, D, *gathers, relu, _keep = inputs
+    ctx.relu = relu
     ctx.mark_non_differentiable(*output[1:])
-    block_inputs = list(output[1:]) if arguments[2] is not None else [x, *output[1:]]
-    ctx.save_for_backward(*arguments, *block_inputs)
+    block_inputs = list(output[1:]) if gathers[0] is not None else [x, *output[1:]]
+    ctx.save_for_backward(A, D, *gathers, *block_inputs)
 
 
 def _cascade_gradients(ctx, grad: torch.Tensor | None) -> tuple:
-    """Gradients of the op's inputs ``(x, A, D)`` (None for the gathers and ``keep``)."""
+    """Gradients of the op's inputs: ``x``, ``A`` and ``D``, then None for the gathers, ``relu`` and ``keep``."""
     if grad is None:  # only the kept tensors were used, and they carry no gradient
-        return (None,) * (_CASCADE_ARGUMENTS + 2)
-    arguments = ctx.saved_tensors[:_CASCADE_ARGUMENTS]
-    block_inputs = list(ctx.saved_tensors[_CASCADE_ARGUMENTS:])
-    return *_cascade_backward_op(grad, block_inputs, *arguments), *(None,) * 7  # the 6 gather tensors and keep
+        return (None,) * (_GATHERS + 5)
+    A, D, *rest = ctx.saved_tensors
+    gathers, block_inputs = rest[:_GATHERS], rest[_GATHERS:]
+    return *_cascade_backward_op(grad, block_inputs, A, D, *gathers, ctx.relu), *(None,) * (_GATHERS + 2)
 
 
 if hasattr(torch.library, "custom_op"):
@@ -272,14 +292,14 @@ if hasattr(torch.library, "custom_op"):
     _gather_op = torch.library.custom_op("structlin::gather_last", _gather_impl, mutates_args=())
 
     @_cascade_op.register_fake
-    def _(x, A, D, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, keep):
+    def _(x, A, D, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, relu, keep):
         k, n = A.shape
         batch = x.shape[:-1]
         kept_count = (k if in_index is not None else k - 1) if keep else 0
         return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
 
     @_cascade_backward_op.register_fake
-    def _(grad, inputs, A, D, in_index, in_inverse, *gathers):
+    def _(grad, inputs, A, D, in_index, in_inverse, *gathers_and_relu):
         n_in = inputs[0].shape[-1] if in_inverse is None else in_inverse.shape[0]
         return [grad.new_empty(*inputs[0].shape[:-1], n_in), A.new_empty(A.shape), D.new_empty(D.shape)]
 
@@ -306,14 +326,16 @@ if hasattr(torch.library, "custom_op"):
     _gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
     register_flops(
         "acdc_cascade",
-        lambda x_shape, A_shape, *args, out_shape=None, **kw: A_shape[0] * (
-            rows_of(x_shape) * acdc_block_flops(A_shape[1]) + acdc_coefficient_flops(A_shape[1])
+        lambda x_shape, A_shape, D_shape, *rest, out_shape=None, **kw: (
+            A_shape[0] * (rows_of(x_shape) * acdc_block_flops(A_shape[1]) + acdc_coefficient_flops(A_shape[1]))
+            + _relu_flops(rows_of(x_shape), *A_shape, _relu_argument(rest, kw))
         ),
     )
     register_flops(
         "acdc_cascade_backward",
-        lambda g_shape, input_shapes, A_shape, *args, out_shape=None, **kw: A_shape[0] * (
-            rows_of(g_shape) * acdc_block_backward_flops(A_shape[1]) + acdc_coefficient_backward_flops(A_shape[1])
+        lambda g_shape, input_shapes, A_shape, D_shape, *rest, out_shape=None, **kw: (
+            A_shape[0] * (rows_of(g_shape) * acdc_block_backward_flops(A_shape[1]) + acdc_coefficient_backward_flops(A_shape[1]))
+            + _relu_flops(rows_of(g_shape), *A_shape, _relu_argument(rest, kw))
         ),
     )
 else:  # torch < 2.4
@@ -351,6 +373,7 @@ def acdc_cascade(
     gather_in: tuple[torch.Tensor, torch.Tensor] | None = None,
     permutations: tuple[torch.Tensor, torch.Tensor] | None = None,
     gather_out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    relu: bool = False,
 ) -> torch.Tensor:
     """``k`` ACDC blocks ``C⁻¹ diag(D_i) C diag(A_i)`` run in Makhoul's reordered domain: block ``i`` is
     ``v ↦ irfft(M_i ⊙ rfft(a_i ⊙ v))`` with ``a_i`` the reordered ``A_i`` and ``M_i`` from
@@ -366,6 +389,8 @@ def acdc_cascade(
         gather_out: ``(index, inverse)`` applied to the last block's output, as in :func:`gather_last`
             (``index`` of length ``n_out``, ``inverse`` of length ``n`` with −1 where nothing is read); None for
             none.
+        relu: apply a ReLU between blocks, after the permutation. Its gradient needs nothing more than the
+            kept block inputs (a block input is positive exactly where the ReLU let its input through).
 
     Returns:
         ``(..., n_out)`` (``n_out = n`` without ``gather_out``), differentiable in ``x``, ``A`` and ``D``.
@@ -374,7 +399,7 @@ def acdc_cascade(
     """
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, A, D))
     gathers = [t for pair in (gather_in, permutations, gather_out) for t in (pair if pair is not None else (None, None))]
-    return _cascade_op(x, A, D, *gathers, keep)[0]
+    return _cascade_op(x, A, D, *gathers, relu, keep)[0]
 
 
 def gather_last(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
