@@ -6,7 +6,7 @@ Groups (float32, batch 128 by default):
 * ``acdc block forward+backward N=…``: one block vs ``nn.Linear(N, N)``;
 * ``acdc depth-12 forward+backward N=…``: a 12-block cascade vs ``nn.Linear(N, N)`` and vs the same cascade
   written with ``torch_dct.dct``/``idct`` and plain autograd (no permutations in either, for a like-for-like
-  comparison of the blocks).
+  comparison of the blocks); also with permutations, and with permutations and ReLUs between blocks.
 """
 
 import pytest
@@ -51,11 +51,12 @@ def test_acdc_block_forward_backward(timed, impl, x, n):
     timed(f"acdc block forward+backward N={n}", training_step(module, x))
 
 
-@pytest.mark.parametrize("impl", ["structlin", "structlin-permuted", "torch_dct-autograd", "nn.Linear"])
+@pytest.mark.parametrize("impl", ["structlin", "structlin-permuted", "structlin-relu", "torch_dct-autograd", "nn.Linear"])
 def test_acdc_depth12_forward_backward(timed, impl, x, n):
     modules = {
         "structlin": lambda: ACDC(n, n, depth=12, permute=False),
         "structlin-permuted": lambda: ACDC(n, n, depth=12, permute=True),
+        "structlin-relu": lambda: ACDC(n, n, depth=12, permute=True, activation="relu"),
         "torch_dct-autograd": lambda: TorchDctCascade(n, 12),
         "nn.Linear": lambda: nn.Linear(n, n),
     }
