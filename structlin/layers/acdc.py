@@ -142,10 +142,7 @@ class ACDC(StructuredLayer):
     def _cascade(self, x: torch.Tensor) -> torch.Tensor:
         compute = self._compute_dtype
         A, D = self.A.to(compute), self.D.to(compute)
-        gather_in = (self._in_index, self._in_inverse)
-        if self.in_features < self.size:  # zero-padding: a gather of its own; the op's gathers are permutations
-            x, gather_in = gather_last(x, *gather_in), None
-        gather_out = (self._out_index, self._out_inverse)
+        gather_in, gather_out = (self._in_index, self._in_inverse), (self._out_index, self._out_inverse)
         relu = isinstance(self.activation, nn.ReLU)
         if self.activation is None or relu:  # the whole cascade in one op
             perms = (self._perm_index, self._perm_inverse) if self.permutations is not None else None

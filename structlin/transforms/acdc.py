@@ -104,6 +104,12 @@ def _output_size(A: torch.Tensor, out_index: torch.Tensor | None) -> int:
     return A.shape[1] if out_index is None else out_index.shape[0]
 
 
+def _input_shape(first_block_input: torch.Tensor, in_inverse: torch.Tensor | None) -> tuple:
+    """The shape of the cascade's input ``x``, from what the first block read and the input gather."""
+    size = first_block_input.shape[-1] if in_inverse is None else in_inverse.shape[0]
+    return (*first_block_input.shape[:-1], size)
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_trig(n: int, dtype: torch.dtype, device: torch.device):
     return bin_trig(n, device, dtype)
@@ -178,7 +184,7 @@ def _cascade_backward_impl(
     k, n = A.shape
     if len(inputs) != k:
         raise RuntimeError("acdc_cascade ran with keep=False, so it saved nothing to differentiate with")
-    shape = inputs[0].shape
+    shape = _input_shape(inputs[0], in_inverse)
     rows = grad.reshape(-1, grad.shape[-1]).shape[0]
     if rows == 0:
         return [grad.new_zeros(shape), torch.zeros_like(A), torch.zeros_like(D)]
@@ -199,7 +205,7 @@ def _cascade_backward_impl(
         index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
         if index is not None:  # the gradient reaching the gather's source
             g = _gather_impl(g, inverse, index)
-    return [g.view(*shape[:-1], -1), grad_a.index_select(1, unorder), _coefficient_backward(sums, D, trig)]
+    return [g.view(shape), grad_a.index_select(1, unorder), _coefficient_backward(sums, D, trig)]
 
 
 def _coefficient_backward(sums: torch.Tensor, D: torch.Tensor, trig) -> torch.Tensor:
@@ -300,8 +306,7 @@ if hasattr(torch.library, "custom_op"):
 
     @_cascade_backward_op.register_fake
     def _(grad, inputs, A, D, in_index, in_inverse, *gathers_and_relu):
-        n_in = inputs[0].shape[-1] if in_inverse is None else in_inverse.shape[0]
-        return [grad.new_empty(*inputs[0].shape[:-1], n_in), A.new_empty(A.shape), D.new_empty(D.shape)]
+        return [grad.new_empty(_input_shape(inputs[0], in_inverse)), A.new_empty(A.shape), D.new_empty(D.shape)]
 
     @_gather_op.register_fake
     def _(x, index, inverse):
@@ -380,10 +385,10 @@ def acdc_cascade(
     :func:`bin_coefficients`.
 
     Args:
-        x: ``(..., n)`` input in Makhoul order, or any ``(..., n)`` input with ``gather_in``.
+        x: ``(..., n)`` input in Makhoul order, or ``(..., n_in)`` with ``gather_in``.
         A, D: ``(k, n)`` the diagonals, in natural order.
-        gather_in: ``(index, inverse)``, a permutation of ``n`` applied to ``x`` first (``v[..., j] =
-            x[..., index[j]]``); None for none.
+        gather_in: ``(index, inverse)`` applied to ``x`` first, as in :func:`gather_last` (``index`` of length
+            ``n``, −1 where the block input is zero padding; ``inverse`` of length ``n_in``); None for none.
         permutations: ``(index, inverse)``, ``(k - 1, n)`` int64 permutations applied between blocks; None for
             none.
         gather_out: ``(index, inverse)`` applied to the last block's output, as in :func:`gather_last`
