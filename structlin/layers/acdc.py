@@ -43,7 +43,9 @@ class ACDC(StructuredLayer):
 
     The whole cascade runs in Makhoul's reordered domain (see :mod:`structlin.transforms.acdc`): one rfft and
     one irfft per block, a per-bin 2×2 map for ``C⁻¹ D C``, one gather in, one out and one per permutation.
-    Each block saves only its input for backward (an activation saves its output too).
+    Without an activation, or with ReLUs, the cascade is one custom op (``structlin::acdc_cascade``); another
+    activation splits it into one op per block. Each block saves only its input for backward; an activation
+    other than ReLU saves what its own backward needs too.
 
     Args:
         in_features, out_features: sizes of the last dimension of input and output.

@@ -17,6 +17,10 @@ fixed permutations between blocks composed with ``P`` into one gather each, and 
 The block's map is symmetric for any real per-bin symmetric ``M``, so its input gradient is the same map
 applied to the output gradient; the coefficient gradients follow from ``⟨g, irfft(W)⟩ = Σ_k w_k ⟨G_k, W_k⟩``
 with ``G = rfft(g)`` and ``w_k = 1/n`` for the DC and Nyquist bins, ``2/n`` otherwise.
+
+:func:`acdc_cascade` runs a whole cascade as one custom op, ``structlin::acdc_cascade``: gathers, blocks,
+permutations, optional ReLUs and the per-bin coefficients, with an analytic backward op that keeps only the
+block inputs.
 """
 
 from __future__ import annotations
