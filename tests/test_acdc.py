@@ -346,3 +346,18 @@ def test_a_layer_without_activation_or_with_relu_is_one_op(activation):
     ops = set(r.by_operator())
     assert {"structlin.acdc_cascade", "structlin.acdc_cascade_backward"} <= ops
     assert not any(op.startswith(("aten.relu", "aten.threshold", "structlin.gather")) for op in ops), ops
+
+
+def test_acdc_cascade_checks_its_shapes():
+    from structlin.transforms.acdc import acdc_cascade
+
+    A, D = torch.ones(3, 8), torch.ones(3, 8)
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(acdc_cascade(x, A, D), x)  # unit diagonals: every block is the identity
+    with pytest.raises(ValueError, match=r"A and D of one shape \(k, n\)"):
+        acdc_cascade(torch.randn(2, 8), A, torch.ones(3, 6))
+    with pytest.raises(ValueError, match=r"x of shape \(\.\.\., 8\)"):
+        acdc_cascade(torch.randn(2, 7), A, D)
+    with pytest.raises(ValueError, match=r"permutations of shape \(2, 8\)"):
+        perms = torch.stack([torch.randperm(8) for _ in range(3)])
+        acdc_cascade(torch.randn(2, 8), A, D, permutations=(perms, perms.argsort(1)))

@@ -124,6 +124,11 @@ class ACDC(StructuredLayer):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.int64, device=device), persistent=False)
 
     @property
+    def _fused_relu(self) -> bool:
+        """ReLUs between blocks run inside the cascade op (other activations run between one-block ops)."""
+        return isinstance(self.activation, nn.ReLU)
+
+    @property
     def _compute_dtype(self) -> torch.dtype:
         """float32 for half-precision parameters (the FFTs need it), else the parameters' dtype."""
         return torch.float32 if self.A.dtype in _HALF else self.A.dtype
@@ -145,10 +150,10 @@ class ACDC(StructuredLayer):
         compute = self._compute_dtype
         A, D = self.A.to(compute), self.D.to(compute)
         gather_in, gather_out = (self._in_index, self._in_inverse), (self._out_index, self._out_inverse)
-        relu = isinstance(self.activation, nn.ReLU)
-        if self.activation is None or relu:  # the whole cascade in one op
+        if self.activation is None or self._fused_relu:  # the whole cascade in one op
             perms = (self._perm_index, self._perm_inverse) if self.permutations is not None else None
-            return acdc_cascade(x, A, D, gather_in=gather_in, permutations=perms, gather_out=gather_out, relu=relu)
+            return acdc_cascade(x, A, D, gather_in=gather_in, permutations=perms, gather_out=gather_out,
+                                relu=self._fused_relu)
         # one block at a time; unbind, not A[i : i + 1]: its backward stacks the k row gradients once instead of
         # summing k full (k, ·) ones
         last = self.depth - 1
@@ -194,7 +199,7 @@ class ACDC(StructuredLayer):
         bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
         backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward
         # the block inputs; an activation run outside the op (any but ReLU) saves what its backward needs too
-        outside = self.activation is not None and not isinstance(self.activation, nn.ReLU)
+        outside = self.activation is not None and not self._fused_relu
         saved = rows * n * itemsize * (k + (k - 1 if outside else 0))
         params = 2 * k * n + bias
         return Cost(params=params, forward_flops=forward, backward_flops=backward, saved_bytes=saved)

@@ -1,4 +1,4 @@
-r"""The fused ACDC block and the last-dimension gather it is chained with.
+r"""The fused ACDC cascade and the last-dimension gather it is chained with.
 
 An ACDC block is ``x ↦ C⁻¹ diag(D) C diag(A) x`` with ``C`` the orthonormal DCT-II. With Makhoul's reordering
 ``P`` (``v = P x``, see :mod:`structlin.transforms.dct`) the DCT is ``C x = T(rfft(P x))`` for a per-bin twiddle
@@ -84,7 +84,7 @@ def _apply_bins(spectrum: torch.Tensor, m00, m01, m11) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(n//2 + 1,)`` weights of each rfft bin in the coefficient gradients: ``1/n`` at DC (and Nyquist for even
-    ``n``), ``2/n`` elsewhere. Cached: only the block backward's implementation (never traced) reads it."""
+    ``n``), ``2/n`` elsewhere. Cached: only the cascade backward's implementation (never traced) reads it."""
     w = torch.full((n // 2 + 1,), 2.0 / n, dtype=dtype, device=device)
     w[0] = 1.0 / n
     if n % 2 == 0:
@@ -406,6 +406,14 @@ def acdc_cascade(
         When a gradient is needed it saves the ``k`` block inputs (``x`` itself for the first when there is no
         ``gather_in``), one ``(..., n)`` tensor each, and nothing else of the batch's size.
     """
+    if A.dim() != 2 or D.shape != A.shape:
+        raise ValueError(f"acdc_cascade expects A and D of one shape (k, n); got {tuple(A.shape)} and {tuple(D.shape)}")
+    k, n = A.shape
+    n_in = n if gather_in is None else gather_in[1].shape[0]
+    if x.dim() == 0 or x.shape[-1] != n_in:
+        raise ValueError(f"acdc_cascade expects x of shape (..., {n_in}); got {tuple(x.shape)}")
+    if permutations is not None and tuple(permutations[0].shape) != (k - 1, n):
+        raise ValueError(f"acdc_cascade expects permutations of shape ({k - 1}, {n}); got {tuple(permutations[0].shape)}")
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, A, D))
     gathers = [t for pair in (gather_in, permutations, gather_out) for t in (pair if pair is not None else (None, None))]
     return _cascade_op(x, A, D, *gathers, relu, keep)[0]
