@@ -1,7 +1,6 @@
 """The contract every registered layer kind keeps; a newly registered kind runs these tests without edits.
 
-Each kind is built with the option sets in ``OPTIONS`` (kinds not listed there with ``{}``) over the shapes in
-``SHAPES``. A configuration is a linear map when its class overrides ``to_dense`` (or as ``OPTIONS`` says).
+The configurations (``CASES``) and shapes (``SHAPES``) are in ``layer_cases.py``.
 """
 
 import copy
@@ -13,82 +12,21 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import structlin
-from structlin import StructuredLayer
 from helpers import assert_compiled_matches_eager
-
-SHAPES = [(8, 8), (5, 12), (12, 5), (7, 7), (1, 1)]
-
-
-def _rank(in_features, out_features):
-    return max(1, min(in_features, out_features) // 2)
-
-
-# kind -> [(options, linear)]; an option given as a function of (in_features, out_features) is computed per shape.
-OPTIONS = {
-    "acdc": [({"depth": 3}, True), ({"depth": 2, "permute": False}, True), ({"depth": 2, "activation": "relu"}, False)],
-    "lowrank": [({"rank": _rank}, True)],
-    "quadratic": [
-        ({"form": "fan"}, False),
-        ({"form": "xu"}, False),
-        ({"form": "lowrank", "rank": _rank}, False),
-        ({"form": "xu", "branch": "acdc", "depth": 2}, False),
-        ({"form": "fan", "bias": False}, False),
-    ],
-}
-
-
-def _cases():
-    for kind in structlin.available_layers():
-        for index, (options, linear) in enumerate(OPTIONS.get(kind, [({}, None)])):
-            yield pytest.param(kind, options, linear, id=f"{kind}-{index}")
-
-
-CASES = list(_cases())
-
-
-def _build(kind, options, in_features, out_features, seed=0, **extra):
-    resolved = {k: (v(in_features, out_features) if callable(v) else v) for k, v in options.items()}
-    torch.manual_seed(seed)
-    return StructuredLayer.create(kind, in_features, out_features, **resolved, **extra)
-
-
-def _is_linear(layer, linear):
-    if linear is not None:
-        return linear
-    return type(layer).to_dense is not StructuredLayer.to_dense
-
-
-def _perturb_(layer, seed=1):
-    """Move every floating parameter and buffer off its init (zero biases, linear starts) so tests see all terms."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in list(layer.parameters()):
-            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-            tensor.add_(0.1 * noise.to(tensor.dtype))
-    return layer
-
-
-def _float64_layer(kind, options, shape, seed=0):
-    return _perturb_(_build(kind, options, *shape, seed=seed, dtype=torch.float64))
-
-
-def _bias(layer):
-    bias = getattr(layer, "bias", None)
-    return bias if isinstance(bias, torch.Tensor) else 0
+from layer_cases import CASES, SHAPES, bias_of, build, float64_layer, is_linear, perturb_
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_forward_matches_dense_weight_or_refuses_it(kind, options, linear, shape, device):
-    layer = _float64_layer(kind, options, shape).to(device)
+    layer = float64_layer(kind, options, shape).to(device)
     x = torch.randn(4, shape[0], dtype=torch.float64, device=device)
     y = layer(x)
     assert y.shape == (4, shape[1]) and y.dtype == torch.float64
-    if _is_linear(layer, linear):
+    if is_linear(layer, linear):
         dense = layer.to_dense()
         assert dense.shape == (shape[1], shape[0])
-        torch.testing.assert_close(y, x @ dense.T + _bias(layer), rtol=0, atol=1e-10)
+        torch.testing.assert_close(y, x @ dense.T + bias_of(layer), rtol=0, atol=1e-10)
     else:
         with pytest.raises(TypeError, match="not a linear map"):
             layer.to_dense()
@@ -97,7 +35,7 @@ def test_forward_matches_dense_weight_or_refuses_it(kind, options, linear, shape
 @pytest.mark.parametrize("shape", [(5, 12), (12, 5), (1, 1)], ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_gradcheck_input_and_every_parameter(kind, options, linear, shape, device):
-    layer = _float64_layer(kind, options, shape).to(device)
+    layer = float64_layer(kind, options, shape).to(device)
     names = [name for name, p in layer.named_parameters() if p.requires_grad]
     params = tuple(dict(layer.named_parameters())[name].detach().clone().requires_grad_() for name in names)
     x = torch.randn(3, shape[0], dtype=torch.float64, device=device, requires_grad=True)
@@ -110,8 +48,8 @@ def test_gradcheck_input_and_every_parameter(kind, options, linear, shape, devic
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_state_dict_reload_into_another_seed_is_bit_exact(kind, options, linear, device):
-    layer = _float64_layer(kind, options, (5, 12), seed=0).to(device)
-    other = _build(kind, options, 5, 12, seed=123, dtype=torch.float64).to(device)
+    layer = float64_layer(kind, options, (5, 12), seed=0).to(device)
+    other = build(kind, options, 5, 12, seed=123, dtype=torch.float64).to(device)
     x = torch.randn(6, 5, dtype=torch.float64, device=device)
     assert not torch.equal(other(x), layer(x))
     other.load_state_dict(layer.state_dict())
@@ -120,14 +58,14 @@ def test_state_dict_reload_into_another_seed_is_bit_exact(kind, options, linear,
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_save_load_deepcopy_and_pickle_preserve_outputs(kind, options, linear):
-    layer = _float64_layer(kind, options, (12, 5))
+    layer = float64_layer(kind, options, (12, 5))
     x = torch.randn(6, 12, dtype=torch.float64)
     expected = layer(x)
 
     buffer = io.BytesIO()
     torch.save(layer.state_dict(), buffer)
     buffer.seek(0)
-    fresh = _build(kind, options, 12, 5, seed=99, dtype=torch.float64)
+    fresh = build(kind, options, 12, 5, seed=99, dtype=torch.float64)
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     assert torch.equal(fresh(x), expected)
     assert torch.equal(copy.deepcopy(layer)(x), expected)
@@ -137,7 +75,7 @@ def test_save_load_deepcopy_and_pickle_preserve_outputs(kind, options, linear):
 @pytest.mark.parametrize("batch_shape", [(), (0,), (2, 3)], ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_batch_shapes(kind, options, linear, batch_shape, device):
-    layer = _float64_layer(kind, options, (7, 9)).to(device)
+    layer = float64_layer(kind, options, (7, 9)).to(device)
     x = torch.randn(*batch_shape, 7, dtype=torch.float64, device=device, requires_grad=True)
     y = layer(x)
     assert y.shape == (*batch_shape, 9)
@@ -149,7 +87,7 @@ def test_batch_shapes(kind, options, linear, batch_shape, device):
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_non_contiguous_expanded_and_gradless_inputs(kind, options, linear, device):
-    layer = _float64_layer(kind, options, (7, 9)).to(device)
+    layer = float64_layer(kind, options, (7, 9)).to(device)
     base = torch.randn(7, 4, dtype=torch.float64, device=device)
     expected = layer(base.T.contiguous())
     torch.testing.assert_close(layer(base.T), expected, rtol=0, atol=1e-12)  # non-contiguous
@@ -166,7 +104,7 @@ def test_non_contiguous_expanded_and_gradless_inputs(kind, options, linear, devi
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_bad_inputs_name_what_was_expected(kind, options, linear):
-    layer = _build(kind, options, 6, 4)
+    layer = build(kind, options, 6, 4)
     with pytest.raises(ValueError, match=r"\(\.\.\., 6\)"):
         layer(torch.randn(3, 5))
     with pytest.raises(TypeError, match="floating"):
@@ -178,7 +116,7 @@ def test_bad_inputs_name_what_was_expected(kind, options, linear):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_half_inputs_and_half_layers_keep_the_input_dtype(kind, options, linear, dtype, device):
-    layer = _perturb_(_build(kind, options, 16, 12)).to(device)
+    layer = perturb_(build(kind, options, 16, 12)).to(device)
     x = torch.randn(5, 16, device=device)
     reference = layer(x)
     scale = reference.abs().max().item() + 1
@@ -196,7 +134,7 @@ def test_half_inputs_and_half_layers_keep_the_input_dtype(kind, options, linear,
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_autocast_bfloat16(kind, options, linear, device):
-    layer = _perturb_(_build(kind, options, 16, 12)).to(device)
+    layer = perturb_(build(kind, options, 16, 12)).to(device)
     x = torch.randn(5, 16, device=device, requires_grad=True)
     reference = layer(x)
     with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -210,14 +148,14 @@ def test_autocast_bfloat16(kind, options, linear, device):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_compiled_fullgraph_matches_eager(kind, options, linear, device):
-    layer = _float64_layer(kind, options, (12, 5)).to(device)
+    layer = float64_layer(kind, options, (12, 5)).to(device)
     x = torch.randn(3, 12, dtype=torch.float64, device=device, requires_grad=True)
     assert_compiled_matches_eager(layer, x, tol=1e-10)
 
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_same_seed_same_init_and_reset_parameters_redraws(kind, options, linear):
-    first, second = _build(kind, options, 9, 7, seed=5), _build(kind, options, 9, 7, seed=5)
+    first, second = build(kind, options, 9, 7, seed=5), build(kind, options, 9, 7, seed=5)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
     before = {name: p.detach().clone() for name, p in first.named_parameters()}
@@ -228,8 +166,8 @@ def test_same_seed_same_init_and_reset_parameters_redraws(kind, options, linear)
 
 @pytest.mark.parametrize("kind, options, linear", CASES)
 def test_on_device_matches_cpu(kind, options, linear, device):
-    layer = _float64_layer(kind, options, (12, 5))
-    moved = _build(kind, options, 12, 5, seed=7, dtype=torch.float64).to(device)
+    layer = float64_layer(kind, options, (12, 5))
+    moved = build(kind, options, 12, 5, seed=7, dtype=torch.float64).to(device)
     moved.load_state_dict(layer.state_dict())
     x = torch.randn(4, 12, dtype=torch.float64)
     torch.testing.assert_close(moved(x.to(device)).cpu(), layer(x), rtol=0, atol=1e-10)
@@ -243,9 +181,9 @@ def test_on_device_matches_cpu(kind, options, linear, device):
 )
 def test_sweep_never_crashes_and_linear_kinds_match_their_dense_weight(case, in_features, out_features, batch_shape):
     kind, options, linear = case.values
-    layer = _float64_layer(kind, options, (in_features, out_features))
+    layer = float64_layer(kind, options, (in_features, out_features))
     x = torch.randn(*batch_shape, in_features, dtype=torch.float64)
     y = layer(x)
     assert y.shape == (*batch_shape, out_features)
-    if _is_linear(layer, linear):
-        torch.testing.assert_close(y, x @ layer.to_dense().T + _bias(layer), rtol=0, atol=1e-10)
+    if is_linear(layer, linear):
+        torch.testing.assert_close(y, x @ layer.to_dense().T + bias_of(layer), rtol=0, atol=1e-10)

@@ -6,7 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import distributed_worker as worker
-from test_conformance import OPTIONS
+from layer_cases import OPTIONS
 
 import structlin
 
