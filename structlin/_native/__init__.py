@@ -10,11 +10,25 @@ The library is built with ``-fopenmp`` when possible, so that its threads are
 torch's own (libgomp) pool; otherwise with plain pthreads
 (``STRUCTLIN_NATIVE_OPENMP=0`` forces the latter).
 
-``STRUCTLIN_NATIVE=0`` disables the native path.  Any failure (no compiler,
-compile or load error) disables it as well; :func:`native_status` says why,
-and a warning is issued only when ``STRUCTLIN_NATIVE=1`` was set explicitly.
-Nothing here raises at import time.  A failed build is remembered in the cache
-folder (``*.failed``); delete the folder to retry.
+``STRUCTLIN_NATIVE`` set to 0, false, off, no, disable or disabled (any case)
+disables the native path; 1, true, on, yes, enable or enabled asks for it, so
+that a failure warns; another value warns and counts as unset.  Any failure (no
+compiler, compile or load error) disables the path as well; :func:`native_status`
+says why.  Nothing here raises at import time.
+
+Cache safety:
+
+* A library is written to a temporary name, synced and renamed into place; then
+  its SHA-256 goes to ``<library>.sha256`` the same way.  A library is loaded
+  only after its bytes match that digest; one that does not (truncated, zeroed,
+  or with no digest) is rebuilt, and never loaded.
+* Builds of a folder take ``<folder>/.lock`` (flock; the holder's pid is written
+  in it).  A process waits for it at most ``STRUCTLIN_NATIVE_LOCK_TIMEOUT``
+  seconds (default 120), then runs the pure-PyTorch path with one warning.
+* A failed build leaves ``<library>.failed`` (JSON: the compiler file's path,
+  size and mtime, and the failing command, its exit status and output), so later
+  processes skip it; it is retried once the compiler file changes, or after the
+  marker is deleted.
 
 Tensor wrappers (CPU, contiguous, all float32 or all float64; ``rows`` = size
 of dim 0, ``n`` = signal length, ``m = n // 2 + 1``; complex tensors are passed
@@ -41,8 +55,10 @@ Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -50,7 +66,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
+from typing import Iterator
 
 import torch
 
@@ -76,10 +94,60 @@ _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
 
+_OFF = ("0", "false", "off", "no", "disable", "disabled")
+_ON = ("1", "true", "on", "yes", "enable", "enabled")
+_LOCK_TIMEOUT_S = 120.0  # default wait for another process's build (STRUCTLIN_NATIVE_LOCK_TIMEOUT)
+_LOCK_POLL_S = 0.1
+
 _lock = threading.Lock()
 _tried = False
 _status = "not loaded yet"
 _fns: dict | None = None  # dtype -> (reorder, unreorder, post, ipre, fwht)
+
+
+class BuildLockTimeout(RuntimeError):
+    """Another process held the build lock for longer than the allowed wait."""
+
+
+# --------------------------------------------------------------------------
+# Settings
+
+
+def _warn(message: str, stacklevel: int = 4) -> None:
+    """Warn once from the first load; the default ``stacklevel`` names the caller of :func:`available`."""
+    warnings.warn(f"structlin native kernels: {message}", RuntimeWarning, stacklevel=stacklevel)
+
+
+def _requested() -> tuple[bool | None, str]:
+    """``STRUCTLIN_NATIVE`` as (False: off, True: on, None: unset, i.e. use them if they build), and its text.
+
+    Spellings are matched ignoring case and surrounding spaces; an unknown one warns and counts as unset."""
+    raw = os.environ.get("STRUCTLIN_NATIVE", "").strip()
+    word = raw.lower()
+    if word in _OFF:
+        return False, raw
+    if word in _ON:
+        return True, raw
+    if word:
+        _warn(f"STRUCTLIN_NATIVE={raw!r} is not understood; it is ignored. Accepted: "
+              f"{'/'.join(_OFF)} (off), {'/'.join(_ON)} (on, and warn when they cannot be built)", stacklevel=5)
+    return None, raw
+
+
+def _lock_timeout() -> float:
+    """Seconds to wait for another process's build lock (``STRUCTLIN_NATIVE_LOCK_TIMEOUT``, default 120)."""
+    raw = os.environ.get("STRUCTLIN_NATIVE_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return _LOCK_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also catches nan
+        _warn(f"STRUCTLIN_NATIVE_LOCK_TIMEOUT={raw!r} is not a number of seconds >= 0; "
+              f"waiting {_LOCK_TIMEOUT_S:g} s")
+        return _LOCK_TIMEOUT_S
+    return seconds
 
 
 # --------------------------------------------------------------------------
@@ -125,49 +193,184 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
 
 
-def _build(cc: list[str], out_dir: str, variant: str, extra: list[str]) -> str:
-    """Compile kernels.c into out_dir (atomically); return the library path.
+def _build_dir(cc: list[str]) -> str:
+    """The cache folder of this source, compiler (path, command and ``--version``), flags and CPU."""
+    ver = _run(cc + ["--version"]).stdout
+    with open(_SRC, "rb") as f:
+        src = f.read()
+    h = hashlib.sha256()
+    for part in (src, shutil.which(cc[0]).encode(), " ".join(cc).encode(), ver,
+                 " ".join(_BASE_FLAGS + _NATIVE_FLAGS).encode(), platform.machine().encode(),
+                 _cpu_flags().encode()):
+        h.update(part)
+        h.update(b"\0")
+    return os.path.join(_cache_root(), h.hexdigest()[:20])
 
-    A failed build leaves a marker so later processes do not retry it."""
-    lib = os.path.join(out_dir, f"libstructlin_kernels_{variant}.so")
-    failed = lib + ".failed"
-    if os.path.exists(lib):
-        return lib
-    os.makedirs(out_dir, exist_ok=True)
-    lockf = None
+
+def _compiler_stamp(cc: list[str]) -> str:
+    """The compiler's file (resolved path, size, mtime): a failure marker is retried once it changes."""
+    path = os.path.realpath(shutil.which(cc[0]) or cc[0])
     try:
-        try:
-            import fcntl
+        st = os.stat(path)
+    except OSError:
+        return path
+    return f"{path} size={st.st_size} mtime_ns={st.st_mtime_ns}"
 
-            lockf = open(os.path.join(out_dir, ".lock"), "w")
-            fcntl.flock(lockf, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        if os.path.exists(lib):  # built by another process meanwhile
-            return lib
-        if os.path.exists(failed):
-            with open(failed, encoding="utf-8", errors="replace") as f:
-                raise RuntimeError(f"{variant} build failed earlier ({failed}): {f.read()}")
-        fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
-        os.close(fd)
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _verified(lib: str) -> bool:
+    """True when ``lib`` exists and its bytes match the digest written after it was built.
+
+    A library is only ever put in place whole (written to a temporary name, then renamed), so a file that
+    passes here and is then replaced by another process before it is loaded is complete as well."""
+    try:
+        with open(lib + ".sha256", encoding="ascii") as f:
+            expected = f.read().split()[0]
+        return _sha256(lib) == expected
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename: readers see all or nothing."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from other users of a shared cache
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def _take_lock(fd: int, path: str) -> None:
+    """flock ``fd``, polling until ``STRUCTLIN_NATIVE_LOCK_TIMEOUT``; raise :class:`BuildLockTimeout` then.
+
+    Where the file system has no flock the build goes ahead unlocked (every write is atomic anyway)."""
+    import fcntl
+
+    timeout = _lock_timeout()
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            for march in (_NATIVE_FLAGS, []):
-                r = _run(cc + _BASE_FLAGS + march + extra + [_SRC, "-o", tmp])
-                if r.returncode == 0:
-                    break
-            else:  # keep the start of the output (the first errors), on one line
-                msg = " ".join(r.stdout.decode(errors="replace").split())[:800]
-                with open(failed, "w", encoding="utf-8") as f:
-                    f.write(msg)
-                raise RuntimeError(f"{variant} build failed: {msg}")
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, lib)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BuildLockTimeout(
+                    f"the build lock {path} is held by {_lock_holder(fd)} and was not released within "
+                    f"{timeout:g} s, so the pure-PyTorch path is used. The lock is freed when that process "
+                    "finishes its build or ends: resume (kill -CONT) or end it if it is stopped or hung. "
+                    "STRUCTLIN_NATIVE_LOCK_TIMEOUT sets the wait in seconds; STRUCTLIN_NATIVE=0 skips the "
+                    "native kernels") from None
+            time.sleep(min(_LOCK_POLL_S, left))
+        except OSError:
+            return
+        else:
+            with contextlib.suppress(OSError):  # the pid is only for the message of a process that waits
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return
+
+
+@contextlib.contextmanager
+def _build_lock(out_dir: str) -> Iterator[None]:
+    """Hold ``out_dir/.lock`` (waiting a bounded time for it) so that one process at a time builds."""
+    path = os.path.join(out_dir, ".lock")
+    try:
+        import fcntl  # noqa: F401 -- POSIX only; elsewhere builds are unlocked
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        _take_lock(fd, path)
+        yield
     finally:
-        if lockf is not None:
-            lockf.close()
+        os.close(fd)  # releases the lock
+
+
+def _check_failed_before(lib: str, stamp: str) -> None:
+    """Raise if building ``lib`` failed before with this compiler file; a marker from another (or an
+    unreadable marker) is stale and is retried."""
+    marker = lib + ".failed"
+    try:
+        with open(marker, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and record.get("compiler") == stamp:
+        raise RuntimeError(f"build failed earlier with this compiler ({marker}; delete it to retry): "
+                           f"{record.get('reason')}")
+
+
+def _describe_failure(cmd: list[str], done: subprocess.CompletedProcess) -> str:
+    """One line: the command, how it ended and the start of its output (the first errors)."""
+    output = " ".join(done.stdout.decode(errors="replace").split())[:800]
+    code = done.returncode
+    ended = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    return f"`{shlex.join(cmd)}` {ended}" + (f": {output}" if output else " and printed nothing")
+
+
+def _compile(cc: list[str], lib: str, extra: list[str], stamp: str) -> None:
+    """Compile kernels.c into ``lib``, then write its digest (both atomically); on failure write a marker
+    saying why, with the compiler's stamp, and raise."""
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=os.path.dirname(lib))
+    os.close(fd)
+    try:
+        for march in (_NATIVE_FLAGS, []):
+            flags = _BASE_FLAGS + march + extra + [_SRC, "-o"]
+            done = _run(cc + flags + [tmp])
+            if done.returncode == 0:
+                break
+        else:
+            reason = _describe_failure(cc + flags + [lib], done)
+            _write_atomic(lib + ".failed", json.dumps({"compiler": stamp, "reason": reason}).encode())
+            raise RuntimeError(f"build failed: {reason}")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave a zero-filled file
+        digest = _sha256(tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, lib)
+        _write_atomic(lib + ".sha256", f"{digest}  {os.path.basename(lib)}\n".encode())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lib + ".failed")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _build(cc: list[str], out_dir: str, variant: str, extra: list[str]) -> str:
+    """Return the path of a verified library of ``variant``, building it (under the lock) if needed.
+
+    A library that fails verification is rebuilt, never loaded; a remembered failure is raised again."""
+    lib = os.path.join(out_dir, f"libstructlin_kernels_{variant}.so")
+    if _verified(lib):
+        return lib
+    stamp = _compiler_stamp(cc)
+    _check_failed_before(lib, stamp)
+    os.makedirs(out_dir, exist_ok=True)
+    with _build_lock(out_dir):
+        if _verified(lib):  # built by another process meanwhile
+            return lib
+        _check_failed_before(lib, stamp)
+        _compile(cc, lib, extra, stamp)
     return lib
 
 
@@ -212,18 +415,17 @@ def _load() -> dict | None:
         if _tried:
             return _fns
         try:
-            env = os.environ.get("STRUCTLIN_NATIVE", "").strip()
-            if env == "0":
-                _status = "disabled (STRUCTLIN_NATIVE=0)"
+            wanted, raw = _requested()
+            if wanted is False:
+                _status = f"disabled (STRUCTLIN_NATIVE={raw})"
                 return None
             try:
                 _fns, _status = _build_and_bind()
             except Exception as e:  # noqa: BLE001 -- any failure disables the native path
                 _fns = None
                 _status = f"unavailable: {type(e).__name__}: {e}"
-                if env == "1":
-                    warnings.warn(f"structlin native kernels {_status}", RuntimeWarning,
-                                  stacklevel=3)
+                if wanted or isinstance(e, BuildLockTimeout):
+                    _warn(_status)
             return _fns
         finally:
             _tried = True  # set last: other threads wait on _lock until then
@@ -233,16 +435,7 @@ def _build_and_bind() -> tuple[dict, str]:
     cc = _find_compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set $CC)")
-    ver = _run(cc + ["--version"]).stdout
-    with open(_SRC, "rb") as f:
-        src = f.read()
-    h = hashlib.sha256()
-    for part in (src, shutil.which(cc[0]).encode(), " ".join(cc).encode(), ver,
-                 " ".join(_BASE_FLAGS + _NATIVE_FLAGS).encode(), platform.machine().encode(),
-                 _cpu_flags().encode()):
-        h.update(part)
-        h.update(b"\0")
-    out_dir = os.path.join(_cache_root(), h.hexdigest()[:20])
+    out_dir = _build_dir(cc)
     # OpenMP first: loaded next to torch it shares torch's libgomp thread pool
     variants = [("openmp", ["-fopenmp"]), ("pthreads", [])]
     if os.environ.get("STRUCTLIN_NATIVE_OPENMP", "").strip() == "0":
@@ -252,6 +445,8 @@ def _build_and_bind() -> tuple[dict, str]:
         try:
             lib_path = _build(cc, out_dir, variant, extra)
             return _bind(ctypes.CDLL(lib_path)), f"loaded ({variant}) {lib_path}"
+        except BuildLockTimeout:
+            raise  # the other variant waits for the same lock
         except Exception as e:  # noqa: BLE001 -- try the next variant
             errors.append(f"[{variant}] {type(e).__name__}: {e}")
     raise RuntimeError("; ".join(errors))
