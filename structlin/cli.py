@@ -1,7 +1,7 @@
 """The ``structlin`` command (also ``python -m structlin``): ``demo``, ``report`` and ``bench``.
 
     structlin demo [--quick] [--out structlin-demo] [--threads 1] [--only acdc-8,lowrank-16]
-    structlin report MODULE:ATTR --input-size 8 64 [--input-size …] [--dtype float32] [--no-backward]
+    structlin report MODULE:ATTR --input-size 8,64 [--input-size …] [--dtype float32] [--no-backward]
     structlin bench [--quick] [--out docs/figures] [--benchmarks benchmarks] [-- extra pytest arguments]
 """
 
@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections import defaultdict
 from pathlib import Path
 
@@ -43,36 +46,100 @@ def _demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- report
 
 
+class UsageError(Exception):
+    """A bad command-line argument found after parsing (a model that cannot be loaded, inputs it rejects);
+    :func:`main` shows it as an argparse error: the usage, the message, exit code 2."""
+
+
+def _current_directory_last() -> None:
+    """Make the current directory importable without letting it shadow installed modules: drop the entries of
+    ``sys.path`` that name it (``python -m`` puts it first) and append it at the end."""
+    cwd = os.path.realpath(os.getcwd())
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != cwd] + [cwd]
+
+
+def _brief(error: BaseException) -> str:
+    """``Type: message``, then the file and line that raised it when that is neither this module nor the import
+    machinery."""
+    machinery = os.path.dirname(importlib.__file__)
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename != __file__
+              and not frame.filename.startswith("<") and os.path.dirname(frame.filename) != machinery]
+    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def _shadowing_note(module_name: str) -> str:
+    """A note for when the current directory has a module of that name that an installed one took precedence
+    over (the current directory comes last on ``sys.path``); empty otherwise."""
+    top = module_name.partition(".")[0]
+    local = [path for path in (Path(top + ".py"), Path(top) / "__init__.py") if path.is_file()]
+    imported = getattr(sys.modules.get(top), "__file__", None)
+    if not local or imported is None or Path(imported).resolve() == local[0].resolve():
+        return ""
+    return f" (the installed {top!r} at {imported} comes before ./{local[0]}: rename the local file)"
+
+
+def _import_user_module(module_name: str):
+    """The module, or a :class:`UsageError` with what went wrong while importing it."""
+    try:
+        return importlib.import_module(module_name)
+    except Exception as error:  # anything the user's module raises while it is imported, shown briefly
+        raise UsageError(f"cannot import {module_name!r}: {_brief(error)}") from None
+
+
+def _missing_arguments(builder) -> list[str]:
+    """The parameters ``builder`` needs and has no default for (none where its signature is unknown)."""
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    needed = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+              inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in needed and p.default is inspect.Parameter.empty]
+
+
 def load_object(spec: str) -> nn.Module:
     """``"package.module:attr"`` → the ``nn.Module`` it names; a class or function there is called with no
-    arguments to build one. The current directory is importable, as with ``python -m``."""
+    arguments to build one. The current directory is importable, after the installed modules (a stray
+    ``sympy.py`` there does not replace sympy). Raises :class:`UsageError` for a spec that names no model."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise SystemExit(f"expected MODULE:ATTR (e.g. 'mypackage.models:build_model'), got {spec!r}")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as error:
-        raise SystemExit(f"cannot import {module_name!r}: {error}") from None
+        raise UsageError(f"expected MODULE:ATTR (e.g. 'mypackage.models:build_model'), got {spec!r}")
+    _current_directory_last()
+    obj = _import_user_module(module_name)
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise SystemExit(f"{module_name!r} has no attribute {attr!r}")
+            raise UsageError(f"{module_name!r} has no attribute {attr!r}{_shadowing_note(module_name)}")
         obj = getattr(obj, part)
-    if not isinstance(obj, nn.Module) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, nn.Module):
-        raise SystemExit(f"{spec} is a {type(obj).__name__}, not an nn.Module (or something that builds one)")
-    return obj
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise UsageError(f"{spec} is a {type(obj).__name__}, not an nn.Module (or something that builds one)")
+    missing = _missing_arguments(obj)
+    if missing:
+        raise UsageError(f"{spec} needs arguments ({', '.join(missing)}) and is called with none: name an "
+                         "nn.Module, or a function that builds one without arguments")
+    model = obj()
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{spec}() returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _check_inputs_fit(model: nn.Module, inputs: list[torch.Tensor]) -> None:
+    """One forward pass, so that inputs of the wrong size are an argument error rather than a traceback."""
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as error:  # the model's own error message says what it expected
+        sizes = " ".join(",".join(map(str, x.shape)) for x in inputs)
+        raise UsageError(f"the model fails on --input-size {sizes}: {_brief(error)}") from None
 
 
 def _report(args: argparse.Namespace) -> int:
-    dtype = getattr(torch, args.dtype, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise SystemExit(f"--dtype must be a floating-point torch dtype such as float32, got {args.dtype!r}")
-    model = load_object(args.model).to(dtype)
+    model = load_object(args.model).to(args.dtype)
     generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(*size, generator=generator).to(dtype) for size in args.input_size]
+    inputs = [torch.randn(*size, generator=generator).to(args.dtype) for size in args.input_size]
+    _check_inputs_fit(model, inputs)
     print(structlin.report(model, *inputs, backward=not args.no_backward))
     return 0
 
@@ -161,6 +228,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _input_size(text: str) -> tuple[int, ...]:
+    """``--input-size``: non-negative integers separated by commas, ``x`` or spaces."""
     try:
         size = tuple(int(s) for s in re.split(r"[,x ]+", text.strip()) if s)
     except ValueError:
@@ -170,6 +238,30 @@ def _input_size(text: str) -> tuple[int, ...]:
     return size
 
 
+def _positive_int(text: str) -> int:
+    """``--threads``: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+#: the dtypes ``--dtype`` accepts: those a model's floating-point parameters and inputs can take on the CPU
+DTYPES = {"float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+          "float": torch.float32, "float64": torch.float64, "double": torch.float64}
+
+
+def _float_dtype(text: str) -> torch.dtype:
+    """``--dtype``: one of :data:`DTYPES`, with or without ``torch.``."""
+    name = text.removeprefix("torch.")
+    if name not in DTYPES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DTYPES)}, got {text!r}")
+    return DTYPES[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structlin", description="structured linear layers for PyTorch")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,report,bench}")
@@ -177,17 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train a dense MLP on digits, swap its layers for each kind, compare")
     demo.add_argument("--quick", action="store_true", help="a few epochs only (a smoke test, under a minute)")
     demo.add_argument("--out", default="structlin-demo", help="folder for demo.json and demo.png")
-    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    demo.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
     demo.add_argument("--only", default=None, help="comma-separated variant labels or kinds to run")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, parser=demo)
 
     report = commands.add_parser("report", help="parameter/FLOP table of an importable model")
     report.add_argument("model", help="MODULE:ATTR naming an nn.Module, or a class/function that builds one")
     report.add_argument("--input-size", type=_input_size, action="append", required=True,
                         help="shape of one example input, e.g. 8,64; repeat for several inputs")
-    report.add_argument("--dtype", default="float32")
+    report.add_argument("--dtype", type=_float_dtype, default=torch.float32, metavar="DTYPE",
+                        help=f"of the model and its inputs: {', '.join(DTYPES)} (default float32)")
     report.add_argument("--no-backward", action="store_true", help="count the forward pass only")
-    report.set_defaults(run=_report)
+    report.set_defaults(run=_report, parser=report)
 
     bench = commands.add_parser("bench", help="run benchmarks/ and plot time vs N per benchmark family")
     bench.add_argument("--quick", action="store_true", help="sizes 64,256 and one round each (a smoke test)")
@@ -195,13 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--benchmarks", default=None, help="the benchmarks folder (default ./benchmarks)")
     bench.add_argument("--sizes", default=None, help="comma-separated N (default 256,1024,4096,16384)")
     bench.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: extra pytest arguments")
-    bench.set_defaults(run=_bench)
+    bench.set_defaults(run=_bench, parser=bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` (default ``sys.argv[1:]``) names; bad arguments exit with code 2 and a message."""
+    _current_directory_last()
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        args.parser.error(str(error))
 
 
 if __name__ == "__main__":

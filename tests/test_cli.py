@@ -1,6 +1,8 @@
 """The ``structlin`` command: demo, report and bench in their quick modes (subprocesses, like a user runs them)."""
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -11,8 +13,9 @@ import torch
 from torch import nn
 
 import structlin
+import structlin.cli
 from structlin import ACDC
-from structlin.cli import _forward_flops, _input_size, load_object, main
+from structlin.cli import _forward_flops, _input_size, build_parser, load_object, main
 from structlin.demo import VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +60,13 @@ def test_demo_quick(tmp_path):
     assert rows["acdc-8"]["accuracy"] > 0.3  # well above chance (0.1) after the fit and a short fine-tune
 
 
-def test_demo_only_unknown_label():
+@pytest.fixture
+def own_sys_path(monkeypatch):
+    """``main`` moves the current directory to the end of ``sys.path``: give it a copy, restored afterwards."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def test_demo_only_unknown_label(own_sys_path):
     with pytest.raises(SystemExit, match="names no variant; labels: acdc-8"):
         main(["demo", "--quick", "--only", "nope", "--out", "/nonexistent-never-written"])
 
@@ -99,22 +108,99 @@ def test_report_command(tmp_path):
     assert expected.splitlines()[0].strip() in result.stdout
 
 
-def test_report_bad_arguments(tmp_path, monkeypatch):
+#: modules of the standard library and of torch's dependencies that a report imports on first use
+LAZY_MODULES = ("sympy", "decimal")
+
+
+@pytest.mark.parametrize("launcher", ["console script", "python -m"])
+def test_report_ignores_stray_modules_in_the_current_directory(tmp_path, launcher):
+    """Files there named like those modules fail when imported. ``python -m`` itself puts the current directory
+    first while ``import structlin`` runs, so only the console script is also safe from a stray ``numbers.py``
+    (which ``import torch`` needs)."""
+    for name in LAZY_MODULES + (("numbers",) if launcher == "console script" else ()):
+        (tmp_path / f"{name}.py").write_text(f"raise ImportError('the stray {name}.py was imported')\n")
+    (tmp_path / "demo_model.py").write_text(MODEL_SOURCE)
+    if launcher == "python -m":
+        command = [sys.executable, "-m", "structlin"]
+    else:
+        script = Path(sys.executable).with_name("structlin")
+        if not script.is_file():
+            pytest.skip(f"no console script next to {sys.executable}")
+        command = [str(script)]
+    for model in ("torch.nn:Identity", "demo_model:build"):  # installed modules win; the local one still imports
+        result = subprocess.run([*command, "report", model, "--input-size", "4,8"], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "stray" not in result.stderr and "(root)" in result.stdout
+
+
+@pytest.fixture
+def user_directory(tmp_path, monkeypatch, own_sys_path):
+    """The current directory, holding the user's model files, which are forgotten afterwards."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delitem(sys.modules, "demo_model", raising=False)  # a module of that name from another test
-    (tmp_path / "demo_model.py").write_text(MODEL_SOURCE + "\nNOT_A_MODEL = 3\n")
-    with pytest.raises(SystemExit, match="expected MODULE:ATTR"):
-        main(["report", "demo_model", "--input-size", "4,8"])
-    with pytest.raises(SystemExit, match="cannot import 'no_such_module'"):
-        main(["report", "no_such_module:x", "--input-size", "4,8"])
-    with pytest.raises(SystemExit, match="has no attribute 'missing'"):
-        main(["report", "demo_model:missing", "--input-size", "4,8"])
-    with pytest.raises(SystemExit, match="not an nn.Module"):
-        main(["report", "demo_model:NOT_A_MODEL", "--input-size", "4,8"])
-    with pytest.raises(SystemExit, match="floating-point torch dtype"):
-        main(["report", "demo_model:build", "--input-size", "4,8", "--dtype", "int64"])
+    (tmp_path / "demo_model.py").write_text(MODEL_SOURCE + "\nNOT_A_MODEL = 3\n\ndef not_a_builder():\n    return 3\n")
+    (tmp_path / "broken_model.py").write_text("import torch\nimport not_installed_anywhere\n")
+    (tmp_path / "json.py").write_text(MODEL_SOURCE)  # the standard library's json comes first
+    yield tmp_path
+    for name in ("demo_model", "broken_model"):
+        sys.modules.pop(name, None)
+
+
+def report_argv(model: str, *extra: str, size: str = "4,8") -> list[str]:
+    return ["report", model, "--input-size", size, *extra]
+
+
+#: bad command lines, each with (part of) the error message it gets
+BAD_ARGUMENTS = {
+    "zero-threads": (["demo", "--threads", "0"], "argument --threads: expected a positive integer, got '0'"),
+    "negative-threads": (["demo", "--threads", "-2"], "argument --threads: expected a positive integer, got '-2'"),
+    "integer-dtype": (report_argv("demo_model:build", "--dtype", "int64"),
+                      "argument --dtype: expected one of float16, half, bfloat16, float32"),
+    "complex-dtype": (report_argv("demo_model:build", "--dtype", "complex64"), "argument --dtype: expected one of"),
+    "class-with-arguments": (report_argv("torch.nn:Linear"),
+                             "torch.nn:Linear needs arguments (in_features, out_features) and is called with none"),
+    "no-colon": (report_argv("demo_model"), "expected MODULE:ATTR"),
+    "no-module": (report_argv("no_such_module:x"),
+                  "cannot import 'no_such_module': ModuleNotFoundError: No module named 'no_such_module'"),
+    "import-fails-inside": (report_argv("broken_model:build"),
+                            "cannot import 'broken_model': ModuleNotFoundError: No module named 'not_installed_"),
+    "no-attribute": (report_argv("demo_model:missing"), "'demo_model' has no attribute 'missing'"),
+    "shadowed-local-file": (report_argv("json:build"), "comes before ./json.py: rename the local file"),
+    "not-a-module": (report_argv("demo_model:NOT_A_MODEL"), "is a int, not an nn.Module"),
+    "python-module": (report_argv("torch:nn"), "torch:nn is a module, not an nn.Module"),
+    "builds-no-module": (report_argv("demo_model:not_a_builder"), "demo_model:not_a_builder() returned a int"),
+    "wrong-input-size": (report_argv("demo_model:build", size="4,7"),
+                         "the model fails on --input-size 4,7: RuntimeError"),
+}
+
+
+@pytest.mark.parametrize("argv, message", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_are_usage_errors(user_directory, capsys, argv, message):
+    """A message after the command's usage and exit code 2, as argparse gives for its own checks: no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: structlin {argv[0]}") and message in err, err
+    if argv[1] == "broken_model:build":
+        assert f"({user_directory / 'broken_model.py'}, line 2)" in err  # where the user's module failed
+
+
+def test_models_load_from_the_current_directory(user_directory):
     assert isinstance(load_object("demo_model:build"), nn.Sequential)
-    assert _input_size("4,8") == _input_size("4x8") == (4, 8)
+    assert isinstance(load_object("torch.nn:Identity"), nn.Identity)
+    assert _input_size("4,8") == _input_size("4x8") == _input_size("4 8") == (4, 8)
+
+
+def test_the_usage_in_the_docstring_parses():
+    """Each ``structlin …`` line of the module docstring, with its optional parts filled in, is accepted by the
+    parser (``[--input-size …]`` repeats what is already there and is left out)."""
+    lines = [line.strip() for line in structlin.cli.__doc__.splitlines() if line.strip().startswith("structlin ")]
+    assert [line.split()[1] for line in lines] == ["demo", "report", "bench"]
+    for line in lines:
+        text = re.sub(r"\[([^\]…]*)\]", r"\1", re.sub(r"\[[^\]]*…\]", "", line))
+        args = build_parser().parse_args(shlex.split(text)[1:])
+        assert args.command == line.split()[1]
 
 
 def test_forward_flops_counts_linear_and_structured_layers():

@@ -59,11 +59,22 @@ def test_any_leading_shape_including_empty(shape, backend):
         torch.testing.assert_close(y, fwht_butterfly(x), rtol=0, atol=1e-12)
 
 
+def _matmul_rounding(x: torch.Tensor) -> float:
+    """How far two float64 evaluations of ``x @ H`` (entries ±1, times 1/√n) that add in different orders may
+    drift apart: a sum of n terms in any order is within (n - 1)·ε·Σ|terms| of the exact one, so twice that."""
+    n = x.shape[-1]
+    return 2 * n * torch.finfo(x.dtype).eps * x.abs().sum(dim=-1).max().item() / math.sqrt(n)
+
+
 def test_non_contiguous_inputs_and_input_untouched(backend):
+    """The native kernel copies the rows into a contiguous buffer and runs fixed butterflies: bit-identical for
+    any layout. The PyTorch path multiplies by Hadamard factors, and a matmul's order of summation may depend on
+    the layout and the thread count: equal up to rounding."""
     base = torch.randn(16, 16, dtype=torch.float64)
     for x in (base.T, base[::2], base[:1].expand(3, 16)):
         before = x.clone()
-        torch.testing.assert_close(fwht(x), fwht(x.contiguous()), rtol=0, atol=0)
+        atol = 0.0 if backend == "native" else _matmul_rounding(x)
+        torch.testing.assert_close(fwht(x), fwht(x.contiguous()), rtol=0, atol=atol)
         assert torch.equal(x, before)
 
 
