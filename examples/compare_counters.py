@@ -19,6 +19,9 @@ import logging
 import warnings
 
 import torch
+# imported before any counter runs: its first import reads torch functions that some counters (ptflops) replace
+# while they count, and would keep the replacements
+import torch._dynamo  # noqa: F401
 from torch import nn
 
 import structlin

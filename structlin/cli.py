@@ -1,13 +1,15 @@
 """The ``structlin`` command (also ``python -m structlin``): ``demo``, ``report`` and ``bench``.
 
     structlin demo [--quick] [--out structlin-demo] [--threads 1] [--only acdc-8,lowrank-16]
-    structlin report MODULE:ATTR --input-size 8,64 [--input-size …] [--dtype float32] [--no-backward]
-    structlin bench [--quick] [--out docs/figures] [--benchmarks benchmarks] [-- extra pytest arguments]
+    structlin report MODULE:ATTR --input-size 8,64 [--input-size …] [--kwargs in_features=64,out_features=32]
+                     [--dtype float32] [--no-backward] [--max-depth 2] [--unit auto] [--macs]
+    structlin bench [--quick] [--out structlin-bench] [--benchmarks benchmarks] [-- extra pytest arguments]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import inspect
 import json
@@ -26,6 +28,7 @@ from torch import nn
 import structlin
 
 from .layers.base import StructuredLayer
+from .report import SCALES
 
 
 def _forward_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -98,10 +101,46 @@ def _missing_arguments(builder) -> list[str]:
     return [p.name for p in parameters if p.kind in needed and p.default is inspect.Parameter.empty]
 
 
-def load_object(spec: str) -> nn.Module:
-    """``"package.module:attr"`` → the ``nn.Module`` it names; a class or function there is called with no
-    arguments to build one. The current directory is importable, after the installed modules (a stray
-    ``sympy.py`` there does not replace sympy). Raises :class:`UsageError` for a spec that names no model."""
+def parse_kwargs(text: str) -> dict:
+    """``--kwargs``: keyword arguments written as in a Python call, ``in_features=64, out_features=32,
+    kernel_size=(3, 3), mode='bilinear'``; each value a Python literal (numbers, strings in quotes, tuples, lists,
+    dicts, ``True``, ``False``, ``None``), read with :func:`ast.literal_eval`, never executed."""
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+    except SyntaxError:
+        call = None
+    if not isinstance(call, ast.Call) or call.args or not call.keywords or any(k.arg is None for k in call.keywords):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE pairs separated by commas, e.g. in_features=64,out_features=32, got {text!r}")
+    kwargs = {}
+    for keyword in call.keywords:
+        try:
+            kwargs[keyword.arg] = ast.literal_eval(keyword.value)
+        except (ValueError, TypeError):
+            source = ast.get_source_segment(f"f({text})", keyword.value)
+            raise argparse.ArgumentTypeError(
+                f"the value of {keyword.arg} is not a Python literal: {source!r} (write strings in quotes, "
+                f"e.g. {keyword.arg}='{source}')") from None
+    return kwargs
+
+
+def _merge_kwargs(groups: list[dict] | None) -> dict:
+    """The ``--kwargs`` options together; a name given twice is an error."""
+    merged: dict = {}
+    for group in groups or []:
+        for name, value in group.items():
+            if name in merged:
+                raise UsageError(f"--kwargs gives {name} twice")
+            merged[name] = value
+    return merged
+
+
+def load_object(spec: str, kwargs: dict | None = None) -> nn.Module:
+    """``"package.module:attr"`` → the ``nn.Module`` it names; a class or function there is called with
+    ``kwargs`` (none by default) to build one. The current directory is importable, after the installed modules
+    (a stray ``sympy.py`` there does not replace sympy). Raises :class:`UsageError` for a spec that names no
+    model or arguments it does not take."""
+    kwargs = kwargs or {}
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"expected MODULE:ATTR (e.g. 'mypackage.models:build_model'), got {spec!r}")
@@ -112,14 +151,21 @@ def load_object(spec: str) -> nn.Module:
             raise UsageError(f"{module_name!r} has no attribute {attr!r}{_shadowing_note(module_name)}")
         obj = getattr(obj, part)
     if isinstance(obj, nn.Module):
+        if kwargs:
+            raise UsageError(f"{spec} is already an nn.Module: --kwargs is for a class or function that builds one")
         return obj
     if not callable(obj):
         raise UsageError(f"{spec} is a {type(obj).__name__}, not an nn.Module (or something that builds one)")
-    missing = _missing_arguments(obj)
+    missing = [name for name in _missing_arguments(obj) if name not in kwargs]
     if missing:
-        raise UsageError(f"{spec} needs arguments ({', '.join(missing)}) and is called with none: name an "
-                         "nn.Module, or a function that builds one without arguments")
-    model = obj()
+        given = f"with {', '.join(kwargs)}" if kwargs else "with none"
+        raise UsageError(f"{spec} needs arguments ({', '.join(missing)}) and is called {given}: pass them with "
+                         f"--kwargs, e.g. --kwargs {','.join(f'{name}=...' for name in missing)}")
+    try:
+        model = obj(**kwargs)
+    except Exception as error:  # the constructor's own message says what it expected
+        arguments = ", ".join(f"{name}={value!r}" for name, value in kwargs.items())
+        raise UsageError(f"{spec}({arguments}) failed: {_brief(error)}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec}() returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -136,15 +182,20 @@ def _check_inputs_fit(model: nn.Module, inputs: list[torch.Tensor]) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    model = load_object(args.model).to(args.dtype)
+    model = load_object(args.model, _merge_kwargs(args.kwargs)).to(args.dtype)
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randn(*size, generator=generator).to(args.dtype) for size in args.input_size]
     _check_inputs_fit(model, inputs)
-    print(structlin.report(model, *inputs, backward=not args.no_backward))
+    print(structlin.report(model, *inputs, backward=not args.no_backward, max_depth=args.max_depth,
+                           unit="macs" if args.macs else "flops", scale=args.unit))
     return 0
 
 
 # ----------------------------------------------------------------------------------------------------- bench
+
+
+#: where ``structlin bench`` writes when ``--out`` is not given, relative to the current directory
+BENCH_OUT = "structlin-bench"
 
 
 def _default_benchmarks() -> Path | None:
@@ -205,12 +256,13 @@ def _bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         json_path = Path(tmp) / "bench.json"
         command = [sys.executable, "-m", "pytest", str(benchmarks), "-q", "-p", "no:cacheprovider",
-                   f"--sizes={sizes}", "--benchmark-only", f"--benchmark-json={json_path}"]
+                   f"--sizes={sizes}", "--benchmark-only", f"--benchmark-json={json_path}",
+                   f"--benchmark-storage=file://{Path(tmp) / 'storage'}"]
         if args.quick:
             command += ["--benchmark-min-rounds=1", "--benchmark-max-time=0.001", "--benchmark-warmup=off"]
         command += extra
         print("running:", " ".join(command), flush=True)
-        code = subprocess.call(command, cwd=benchmarks.parent)
+        code = subprocess.call(command, cwd=benchmarks.parent, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         if code != 0 or not json_path.is_file():
             print(f"the benchmarks failed (pytest exit code {code})", file=sys.stderr)
             return code or 1
@@ -236,6 +288,17 @@ def _input_size(text: str) -> tuple[int, ...]:
     if not size or any(s < 0 for s in size):
         raise argparse.ArgumentTypeError(f"an input size is non-negative ints like 8,64 or 8x64, got {text!r}")
     return size
+
+
+def _depth(text: str) -> int:
+    """``--max-depth``: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -279,13 +342,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shape of one example input, e.g. 8,64; repeat for several inputs")
     report.add_argument("--dtype", type=_float_dtype, default=torch.float32, metavar="DTYPE",
                         help=f"of the model and its inputs: {', '.join(DTYPES)} (default float32)")
-    report.add_argument("--no-backward", action="store_true", help="count the forward pass only")
+    report.add_argument("--kwargs", type=parse_kwargs, action="append", metavar="NAME=VALUE,…",
+                        help="keyword arguments for the class or function that builds the model, as in a Python "
+                             "call: in_features=64,out_features=32 or kernel_size=(3,3),mode='bilinear' (values are "
+                             "Python literals; strings in quotes); may be repeated")
+    report.add_argument("--no-backward", action="store_true",
+                        help="count the forward pass only (the table then has no backward column)")
+    report.add_argument("--max-depth", type=_depth, default=None, metavar="N",
+                        help="show modules at most N levels deep (0: the whole model only; default: all)")
+    report.add_argument("--unit", choices=SCALES, default="auto",
+                        help="how counts are written: auto (a prefix per number, 4.63M; the default), raw (every "
+                             "digit), or every count in K, M, G or T (bytes in KiB, MiB, …)")
+    report.add_argument("--macs", action="store_true", help="multiply-accumulates (FLOPs / 2) instead of FLOPs")
     report.set_defaults(run=_report, parser=report)
 
     bench = commands.add_parser("bench", help="run benchmarks/ and plot time vs N per benchmark family")
     bench.add_argument("--quick", action="store_true", help="sizes 64,256 and one round each (a smoke test)")
-    bench.add_argument("--out", default="docs/figures", help="folder for the PNGs and bench.json")
-    bench.add_argument("--benchmarks", default=None, help="the benchmarks folder (default ./benchmarks)")
+    bench.add_argument("--out", default=BENCH_OUT,
+                        help=f"folder for the PNGs and bench.json, the only place written (default ./{BENCH_OUT} in "
+                             "the current directory; a checkout's figures are docs/figures)")
+    bench.add_argument("--benchmarks", default=None,
+                       help="the benchmarks folder (default ./benchmarks, else the one of the structlin checkout "
+                            "this command runs from)")
     bench.add_argument("--sizes", default=None, help="comma-separated N (default 256,1024,4096,16384)")
     bench.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: extra pytest arguments")
     bench.set_defaults(run=_bench, parser=bench)

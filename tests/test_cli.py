@@ -1,5 +1,6 @@
 """The ``structlin`` command: demo, report and bench in their quick modes (subprocesses, like a user runs them)."""
 
+import argparse
 import json
 import re
 import shlex
@@ -15,7 +16,7 @@ from torch import nn
 import structlin
 import structlin.cli
 from structlin import ACDC
-from structlin.cli import _forward_flops, _input_size, build_parser, load_object, main
+from structlin.cli import _forward_flops, _input_size, build_parser, load_object, main, parse_kwargs
 from structlin.demo import VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +139,8 @@ def test_report_ignores_stray_modules_in_the_current_directory(tmp_path, launche
 def user_directory(tmp_path, monkeypatch, own_sys_path):
     """The current directory, holding the user's model files, which are forgotten afterwards."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "demo_model.py").write_text(MODEL_SOURCE + "\nNOT_A_MODEL = 3\n\ndef not_a_builder():\n    return 3\n")
+    (tmp_path / "demo_model.py").write_text(MODEL_SOURCE + "\nNOT_A_MODEL = 3\nMODEL = build()\n\n"
+                                                           "def not_a_builder():\n    return 3\n")
     (tmp_path / "broken_model.py").write_text("import torch\nimport not_installed_anywhere\n")
     (tmp_path / "json.py").write_text(MODEL_SOURCE)  # the standard library's json comes first
     yield tmp_path
@@ -171,6 +173,26 @@ BAD_ARGUMENTS = {
     "builds-no-module": (report_argv("demo_model:not_a_builder"), "demo_model:not_a_builder() returned a int"),
     "wrong-input-size": (report_argv("demo_model:build", size="4,7"),
                          "the model fails on --input-size 4,7: RuntimeError"),
+    "kwargs-not-a-literal": (report_argv("torch.nn:Linear", "--kwargs", "in_features=8,out_features=x"),
+                             "argument --kwargs: the value of out_features is not a Python literal: 'x' (write "
+                             "strings in quotes, e.g. out_features='x')"),
+    "kwargs-code-is-not-run": (report_argv("torch.nn:Linear", "--kwargs", "in_features=__import__('os').getpid()"),
+                               "the value of in_features is not a Python literal"),
+    "kwargs-positional": (report_argv("torch.nn:Linear", "--kwargs", "8,3"),
+                          "argument --kwargs: expected NAME=VALUE pairs separated by commas"),
+    "kwargs-twice": (report_argv("torch.nn:Linear", "--kwargs", "in_features=8", "--kwargs", "in_features=8"),
+                     "--kwargs gives in_features twice"),
+    "kwargs-missing": (report_argv("torch.nn:Linear", "--kwargs", "in_features=8"),
+                       "torch.nn:Linear needs arguments (out_features) and is called with in_features: pass them "
+                       "with --kwargs, e.g. --kwargs out_features=..."),
+    "kwargs-unknown": (report_argv("torch.nn:Linear", "--kwargs", "in_features=8,out_features=3,width=2"),
+                       "torch.nn:Linear(in_features=8, out_features=3, width=2) failed: TypeError: "),
+    "kwargs-for-a-module": (report_argv("demo_model:MODEL", "--kwargs", "depth=3"),
+                            "demo_model:MODEL is already an nn.Module: --kwargs is for a class or function that "
+                            "builds one"),
+    "negative-max-depth": (report_argv("demo_model:build", "--max-depth", "-1"),
+                           "argument --max-depth: expected an integer >= 0, got '-1'"),
+    "unknown-unit": (report_argv("demo_model:build", "--unit", "kilo"), "argument --unit: invalid choice: 'kilo'"),
 }
 
 
@@ -184,6 +206,50 @@ def test_bad_arguments_are_usage_errors(user_directory, capsys, argv, message):
     assert err.startswith(f"usage: structlin {argv[0]}") and message in err, err
     if argv[1] == "broken_model:build":
         assert f"({user_directory / 'broken_model.py'}, line 2)" in err  # where the user's module failed
+
+
+def test_report_options(user_directory, capsys):
+    """Constructor arguments, depth, unit: ``nn.Linear(8, 16)`` on 4 rows is 2·4·8·16 + 4·16 = 1088 FLOPs."""
+    assert main(report_argv("torch.nn:Linear", "--kwargs", "in_features=8", "--kwargs", "out_features=16",
+                            "--unit", "raw", "--no-backward")) == 0
+    out = capsys.readouterr().out
+    assert "144 params, 1088 forward FLOPs, backward not run" in out and "bwd" not in out
+    assert main(report_argv("torch.nn:Conv2d", "--kwargs", "in_channels=2, out_channels=4, kernel_size=(3, 1)",
+                            "--macs", "--unit", "K", size="1,2,5,5")) == 0
+    out = capsys.readouterr().out
+    assert "(root)  Conv2d" in out and "0.390K forward MACs" in out  # 4·3·5 outputs × 2·3 taps, + 60 bias adds / 2
+    assert main(report_argv("demo_model:build", "--max-depth", "0")) == 0
+    out = capsys.readouterr().out
+    assert "(root)  Sequential" in out and "Linear" not in out and "ACDC" not in out
+
+
+def test_parse_kwargs():
+    assert parse_kwargs("in_features=64,out_features=32") == {"in_features": 64, "out_features": 32}
+    assert parse_kwargs(" a=(3, 3), b='x,y', c=None, d=[1.5, -2], e={'k': True} ") == {
+        "a": (3, 3), "b": "x,y", "c": None, "d": [1.5, -2], "e": {"k": True}}
+    for bad in ("", "a", "a=1,,b=2", "**x", "a=1, 2", "a=b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_kwargs(bad)
+
+
+def test_bench_writes_only_where_out_says(tmp_path, monkeypatch, own_sys_path):
+    """Outside a checkout, without ``--out``: ./structlin-bench in the current directory, as the help says."""
+    pytest.importorskip("pytest_benchmark")
+    pytest.importorskip("matplotlib")
+    suite = tmp_path / "suite" / "benchmarks"
+    suite.mkdir(parents=True)
+    (suite / "conftest.py").write_text("def pytest_addoption(parser):\n    parser.addoption('--sizes')\n")
+    (suite / "test_tiny.py").write_text(
+        "import pytest\n\n@pytest.mark.benchmark(group='tiny N=64')\ndef test_tiny(benchmark):\n"
+        "    benchmark(sum, [1, 2])\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["bench", "--quick", "--benchmarks", str(suite)]) == 0
+    assert sorted(p.name for p in work.rglob("*")) == ["bench.json", "bench_tiny.png", "structlin-bench"]
+    assert sorted(p.name for p in suite.parent.rglob("*")) == ["benchmarks", "conftest.py", "test_tiny.py"]
+    help_text = build_parser()._subparsers._group_actions[0].choices["bench"].format_help()
+    assert "./structlin-bench" in " ".join(help_text.split())
 
 
 def test_models_load_from_the_current_directory(user_directory):

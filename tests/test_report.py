@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -86,12 +87,30 @@ def test_nested_hierarchy_and_totals():
     assert r.total.params == sum(p.numel() for p in model.parameters())
 
 
+def _table(r: Report, max_depth: int | None = None) -> tuple[str, list[str]]:
+    """The header line and the row lines of ``r.format(max_depth)``."""
+    lines = r.format(max_depth).splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("------"))
+    return lines[rule - 1], lines[rule + 1: rule + 1 + len(r.visible_rows(max_depth))]
+
+
+def _module_column(r: Report, max_depth: int | None = None) -> list[str]:
+    """The module cells of the text table, indentation kept."""
+    return [re.match(r" *\S+", line).group() for line in _table(r, max_depth)[1]]
+
+
+def _marked_lines(r: Report, max_depth: int | None = None) -> list[str]:
+    """The module cells (without indentation) of the text table's rows that carry a ``?``."""
+    return [line.split()[0] for line in _table(r, max_depth)[1] if "?" in line]
+
+
 def test_max_depth_folds_the_text():
     r = structlin.report(_nested(), torch.randn(2, 8), max_depth=1)
-    text = str(r)
-    assert "1.1.fc1" not in text and "_Block" in text
-    assert "1.1.fc1" in r.format(max_depth=3)
-    assert "1.1.fc1" in r.with_options(max_depth=None).to_markdown()
+    assert _module_column(r) == ["(root)", "  0", "  1", "  2"]
+    assert _module_column(r, max_depth=3) == [
+        "(root)", "  0", "    fc1", "    act", "    fc2", "  1", "    0", "    1", "      fc1", "      act",
+        "      fc2", "  2"]
+    assert "1.1.fc1" in r.with_options(max_depth=None).to_markdown()  # markdown: qualified names
     assert "1.1.fc1" not in r.to_markdown()
 
 
@@ -103,6 +122,17 @@ def test_compare_with_itself_is_all_ones():
     for name in comparison.names:
         assert comparison.ratios(name) == {"params": 1.0, "forward_flops": 1.0, "backward_flops": 1.0, "saved_bytes": 1.0}
     assert "(root)" in str(comparison) and json.loads(comparison.to_json())["rows"][0]["ratios"]["params"] == 1.0
+
+
+def test_comparison_text():
+    x = torch.randn(4, 16)
+    before = structlin.report(nn.Sequential(nn.Linear(16, 16)), x, scale="raw")
+    after = structlin.report(nn.Sequential(structlin.ACDC(16, 16, depth=1)), x)
+    last_row = before.compare(after).format().splitlines()[-1]  # module "0"
+    ratio = f"{after.row('0').params / 272:.3g}"
+    assert last_row.split()[:4] == ["0", "Linear→ACDC", f"272→{after.row('0').params}", ratio]
+    kilo = structlin.report(nn.Sequential(nn.Linear(16, 16)), x, scale="K").compare(before)
+    assert "0.272→0.272K 1" in str(kilo)  # a unit both counts share is written once
 
 
 def test_json_round_trip():
@@ -194,23 +224,103 @@ def test_fwht_is_counted_forward_and_backward():
     assert r.total.forward_flops == r.total.backward_flops == rows * fwht_flops(n)
 
 
+@torch.library.custom_op("structlin_test::mystery", mutates_args=())
+def mystery(x: torch.Tensor) -> torch.Tensor:
+    """An op with no FLOP formula."""
+    return x * 2
+
+
+@mystery.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
 def test_unknown_op_is_reported_not_zero():
-    @torch.library.custom_op("structlin_test::mystery", mutates_args=())
-    def mystery(x: torch.Tensor) -> torch.Tensor:
-        return x * 2
-
-    @mystery.register_fake
-    def _(x):
-        return torch.empty_like(x)
-
     model = nn.Sequential(nn.Linear(4, 4), _Lambda(mystery))
     r = structlin.report(model, torch.randn(2, 4), backward=False)
     assert r.unsupported() == {"structlin_test.mystery": 1}
     assert r.row("1").flops_known is False and r.row("0").flops_known is True
     assert r.row("0").forward_flops == _linear_forward(2, 4, 4)
     text = str(r)
-    assert "?" in text and "structlin_test.mystery (1 calls)" in text
+    assert "?" in text and "structlin_test.mystery (1 call)" in text
     assert Report.from_json(r.to_json()).unsupported() == {"structlin_test.mystery": 1}
+
+
+def test_unknown_op_marks_the_row_it_ran_in_not_its_ancestors():
+    inner = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), _Lambda(mystery)))
+    model = nn.Sequential(inner, _Lambda(mystery), nn.Linear(4, 2))
+    r = structlin.report(model, torch.randn(3, 4), backward=False)
+    assert r.unsupported() == {"structlin_test.mystery": 2} and r.unsupported("0") == {"structlin_test.mystery": 1}
+    assert r.marked() == ["0.1.1", "1"]
+    assert r.marked(max_depth=1) == ["0", "1"]  # 0.1.1 is folded into 0
+    assert r.marked(max_depth=0) == [""]
+    assert not r.row("").flops_known and not r.row("0.1").flops_known and r.row("2").flops_known
+    assert _marked_lines(r) == ["1", "1"]  # "0.1.1" and "1", by the last part of their names
+    assert _marked_lines(r, max_depth=1) == ["0", "1"]
+    footer = str(r).split("\n? = ")[1]
+    assert footer.count("structlin_test.mystery") == 1 and "(2 calls)" in footer and "lower bounds" in footer
+
+
+def test_backward_columns_are_left_out_when_backward_was_not_run():
+    model, x = _nested(), torch.randn(3, 8)
+    forward_only = structlin.report(model, x, backward=False)
+    for text in (str(forward_only), forward_only.to_markdown()):
+        assert "bwd" not in text and "fwd FLOPs" in text
+    assert "backward not run" in str(forward_only)
+    comparison = forward_only.compare(structlin.report(model, x))
+    assert not comparison.backward and "bwd" not in str(comparison) and "fwd FLOPs" in str(comparison)
+    both = structlin.report(model, x)
+    assert "bwd FLOPs" in str(both) and "bwd FLOPs" in str(both.compare(both))
+
+
+def test_dense_columns_only_with_structured_layers():
+    x = torch.randn(3, 16)
+    plain = str(structlin.report(nn.Sequential(nn.Linear(16, 16), nn.ReLU()), x))
+    assert "dense" not in plain
+    model = nn.Sequential(structlin.ACDC(16, 16, depth=2), nn.ReLU())
+    structured = structlin.report(model, x)
+    header, rows = _table(structured)
+    assert header.split()[-3:] == ["params/dense", "fwd/dense", "bwd/dense"]
+    row = structured.row("0")
+    ratios = [f"{getattr(row, f) / getattr(row.dense, f):.3g}" for f in ("params", "forward_flops", "backward_flops")]
+    assert rows[1].split()[-3:] == ratios and len(rows[2].split()) == 6  # the ReLU has no dense alternative
+    header, rows = _table(structlin.report(model, x, backward=False))
+    assert header.split()[-2:] == ["params/dense", "fwd/dense"]
+
+
+def test_scale_writes_every_count_in_one_unit():
+    layer, x = nn.Linear(64, 32), torch.randn(8, 64)  # 2080 params, 33024 forward FLOPs, 2 KiB saved
+    raw = structlin.report(layer, x, scale="raw")
+    assert "2080 params, 33024 forward FLOPs" in str(raw) and "2048B saved" in str(raw)
+    kilo = raw.with_options(scale="K")
+    assert "2.08K params, 33.0K forward FLOPs" in str(kilo) and "2.00KiB saved" in str(kilo)
+    assert "0.00208M params, 0.0330M forward FLOPs" in str(raw.with_options(scale="M"))
+    assert "16.5K forward MACs" in str(raw.with_options(unit="macs", scale="K"))
+    assert "2.08K params, 33K forward FLOPs" in str(raw.with_options(scale="auto"))
+    assert Report.from_json(kilo.to_json()) == kilo
+    with pytest.raises(ValueError, match="scale must be one of auto, raw, K, M, G, T"):
+        structlin.report(layer, x, scale="kilo")
+
+
+class _ALayerWithAVeryLongClassNameThatKeepsGoingOnAndOn(nn.Module):
+    def __init__(self, depth):
+        super().__init__()
+        self.a_submodule_with_a_long_descriptive_name = (
+            _ALayerWithAVeryLongClassNameThatKeepsGoingOnAndOn(depth - 1) if depth else nn.Linear(4, 4))
+
+    def forward(self, x):
+        return self.a_submodule_with_a_long_descriptive_name(x)
+
+
+def test_text_fits_in_100_columns():
+    model = nn.Sequential(_ALayerWithAVeryLongClassNameThatKeepsGoingOnAndOn(6), structlin.ACDC(4, 4, depth=1))
+    x = torch.randn(3, 4)
+    r = structlin.report(model, x)
+    for text in (str(r), str(r.compare(r)), str(r.with_options(unit="macs"))):
+        assert max(len(line) for line in text.splitlines()) <= 100
+        assert "…" in text  # the names and types were shortened, not the numbers
+    assert f"{r.total.forward_flops}" in str(r.with_options(scale="raw"))
+    assert "a_submodule_with_a_long_descriptive_name" in r.to_markdown()  # markdown is not cut
 
 
 # --- every structured kind: measured == cost() ---------------------------------------------------------------
@@ -351,7 +461,7 @@ def test_norms_softmax_and_attention_have_formulas():
     sm = structlin.report(nn.Softmax(dim=-1), torch.randn(rows, d))
     assert sm.total.forward_flops == 5 * rows * d and sm.total.backward_flops == 4 * rows * d
     bn = structlin.report(nn.BatchNorm1d(d), torch.randn(rows, d))
-    assert bn.total.forward_flops == 7 * rows * d + 4 * d + 6 * d + 1  # + running statistics, + the step count
+    assert bn.total.forward_flops == 7 * rows * d + 4 * d + 6 * d  # + running statistics (the step count is int)
     encoder = nn.TransformerEncoderLayer(d, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
     r = structlin.report(encoder, torch.randn(2, 5, d))
     assert not r.unsupported() and r.row("self_attn").forward_flops > 0 and r.row("norm1").forward_flops > 0

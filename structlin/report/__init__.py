@@ -5,6 +5,7 @@ beside each structured layer. Conventions and a worked example: ``docs/report.md
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -14,9 +15,9 @@ from ..costs import Cost
 from ..layers.base import StructuredLayer
 from ._counter import ModuleCounts, measure
 from ._ops import DATA_MOVEMENT, register_data_movement
-from ._report import CONVENTIONS, Comparison, Report, Row
+from ._report import CONVENTIONS, SCALES, Comparison, Report, Row
 
-__all__ = ["report", "Report", "Row", "Comparison", "CONVENTIONS", "register_data_movement", "DATA_MOVEMENT"]
+__all__ = ["report", "Report", "Row", "Comparison", "CONVENTIONS", "SCALES", "register_data_movement", "DATA_MOVEMENT"]
 
 
 def report(
@@ -26,6 +27,7 @@ def report(
     backward: bool = True,
     unit: str = "flops",
     max_depth: int | None = None,
+    scale: str = "auto",
 ) -> Report:
     """Count ``model``'s parameters, FLOPs and saved bytes per module by running it once.
 
@@ -41,11 +43,13 @@ def report(
         backward: also run and count the backward pass.
         unit: ``"flops"`` or ``"macs"`` (MACs = FLOPs / 2) for the text forms.
         max_depth: fold the text forms to modules this deep (0 = root only).
+        scale: how the text forms write counts: ``"auto"`` (``4.63M``), ``"raw"`` (every digit), or ``"K"``,
+            ``"M"``, ``"G"``, ``"T"`` (every count in that unit; bytes in KiB, MiB, …).
 
     Returns:
         a :class:`Report`: ``.total`` (a :class:`~structlin.Cost`), ``.rows`` (one per module), ``.row(name)``,
-        ``.compare(other)``, ``by_operator()``, ``unsupported()``, ``to_dict()``, ``to_json()``,
-        ``to_markdown()`` and ``str()``.
+        ``.compare(other)``, ``by_operator()``, ``unsupported()`` (ops with no FLOP formula), ``marked()`` (the
+        rows they mark), ``to_dict()``, ``to_json()``, ``to_markdown()`` and ``str()`` (at most 100 columns).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"report expects an nn.Module, got {type(model).__name__}")
@@ -57,9 +61,9 @@ def report(
         example_inputs = (torch.randn(*input_size, **factory),)
     if not example_inputs:
         raise ValueError("report needs example inputs (report(model, x)) or input_size=(...)")
+    options = Report(rows=(), unit=unit, max_depth=max_depth, backward=backward, scale=scale)  # checked first
     counts = measure(model, tuple(example_inputs), backward=backward)
-    rows = _rows(model, counts, backward)
-    return Report(rows=tuple(rows), unit=unit, max_depth=max_depth, backward=backward)
+    return dataclasses.replace(options, rows=tuple(_rows(model, counts, backward)))
 
 
 def _rows(model: nn.Module, counts: dict[str, ModuleCounts], backward: bool) -> list[Row]:

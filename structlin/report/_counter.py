@@ -1,7 +1,9 @@
 """Running a model once, forward and backward, and counting what each of its modules does.
 
 A :class:`torch.utils._python_dispatch.TorchDispatchMode` sees every op that runs (below autograd, so the
-backward's ops too) and counts it with :func:`._ops.formula_for`. Attribution to modules:
+backward's ops too) and counts it with :func:`._ops.formula_for`; an op whose tensors, inputs and outputs, are
+all integer or boolean (index, mask and position arithmetic, such as the ``cumsum`` of an attention mask) does
+no floating-point work and counts 0. Attribution to modules:
 
 * forward: forward pre/post hooks on every module keep a stack of qualified names; an op belongs to the
   innermost module running.
@@ -27,9 +29,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ._call import tensors as _tensors
 from ._ops import formula_for, op_name
 
 __all__ = ["ModuleCounts", "measure"]
@@ -61,10 +63,6 @@ class ModuleCounts:
     unsupported: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
     #: rows of ``(..., in_features)`` inputs seen by forward (structured layers' dense alternative)
     rows: int = 0
-
-
-def _tensors(tree) -> list[torch.Tensor]:
-    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
 
 
 def _tag_graph(tensors, name: str) -> None:
@@ -141,8 +139,12 @@ class _CountingMode(TorchDispatchMode):
             if decomposed is not NotImplemented:
                 return decomposed
         out = func(*args, **kwargs)
-        flops = formula(args, kwargs, out) if formula is not None else None
         counts, backward = self.current(), torch._C._current_autograd_node() is not None
+        operands = _tensors((args, kwargs, out))
+        if not any(t.is_floating_point() or t.is_complex() for t in operands):
+            flops = 0  # integer and boolean ops (indices, masks, positions) do no floating-point work
+        else:
+            flops = formula(args, kwargs, out) if formula is not None else None
         name = op_name(func)
         if flops is None:
             counts.unsupported[name] += 1

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import re
 import textwrap
 
 from ..costs import Cost
-from ._format import human, table
+from ._format import SCALES, WIDTH, number, table
 
-__all__ = ["Row", "Report", "Comparison", "CONVENTIONS", "UNITS"]
+__all__ = ["Row", "Report", "Comparison", "CONVENTIONS", "UNITS", "SCALES"]
 
 CONVENTIONS = (
     "FLOPs measured by running the model: multiply-add = 2, FFT 5·N·log2 N (real 2.5·N·log2 N), "
@@ -63,7 +65,8 @@ class Row:
 
     @property
     def flops_known(self) -> bool:
-        """False when an op with no FLOP formula ran in this module (its FLOPs are then a lower bound)."""
+        """False when an op with no FLOP formula ran in this module or below it (its FLOPs are then a lower
+        bound)."""
         return not self.unsupported
 
     @property
@@ -104,18 +107,23 @@ class Report:
         unit: ``"flops"`` or ``"macs"`` (MACs = FLOPs / 2): the unit of the text forms; counts are stored in FLOPs.
         max_depth: the deepest module level shown by the text forms (``None``: all).
         backward: whether the backward pass was run and counted.
+        scale: how the text forms write counts: ``"auto"`` (a prefix per number, ``4.63M``), ``"raw"`` (every
+            digit) or ``"K"``, ``"M"``, ``"G"``, ``"T"`` (every count in that unit; bytes in KiB, MiB, …).
     """
 
     rows: tuple[Row, ...]
     unit: str = "flops"
     max_depth: int | None = None
     backward: bool = True
+    scale: str = "auto"
 
     def __post_init__(self):
         if self.unit not in UNITS:
             raise ValueError(f"unit must be one of {sorted(UNITS)}, got {self.unit!r}")
         if self.max_depth is not None and (not isinstance(self.max_depth, int) or self.max_depth < 0):
             raise ValueError(f"max_depth must be None or an int >= 0, got {self.max_depth!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
 
     @property
     def total(self) -> Cost:
@@ -136,19 +144,48 @@ class Report:
         return dict(sorted(ops.items(), key=lambda item: -sum(item[1])))
 
     def unsupported(self, name: str = "") -> dict[str, int]:
-        """Op name → calls for the ops that ran with no FLOP formula (their FLOPs are unknown, not 0)."""
+        """Op name → calls for the ops that ran with no FLOP formula in module ``name`` and its children (the whole
+        model by default); their FLOPs are unknown, not 0, so the FLOPs of the modules they ran in are lower
+        bounds. Empty when every op was counted."""
         return dict(self.row(name).unsupported)
 
-    def with_options(self, *, unit: str | None = None, max_depth: int | None | str = "keep") -> "Report":
-        """The same counts shown in another unit or folded to another depth."""
+    def with_options(self, *, unit: str | None = None, max_depth: int | None | str = "keep",
+                     scale: str | None = None) -> "Report":
+        """The same counts shown in another unit or scale, or folded to another depth."""
         return dataclasses.replace(
-            self, unit=self.unit if unit is None else unit, max_depth=self.max_depth if max_depth == "keep" else max_depth
+            self,
+            unit=self.unit if unit is None else unit,
+            max_depth=self.max_depth if max_depth == "keep" else max_depth,
+            scale=self.scale if scale is None else scale,
         )
 
     def visible_rows(self, max_depth: int | None = None) -> list[Row]:
         """The rows no deeper than ``max_depth`` (the report's own ``max_depth`` when omitted; all if ``None``)."""
         depth = self.max_depth if max_depth is None else max_depth
         return [r for r in self.rows if depth is None or r.depth <= depth]
+
+    def marked(self, max_depth: int | None = None) -> list[str]:
+        """The names of the rows the text forms mark with ``?``, folded to ``max_depth`` (default the report's): each
+        op with no formula marks one row, the module it ran in or, when that module is folded away, its deepest
+        shown ancestor. The rows above a marked one are lower bounds too, but are not marked."""
+        rows = self.visible_rows(max_depth)
+        shown = {r.name for r in rows}
+        children_of = collections.defaultdict(list)
+        for c in self.rows[1:]:
+            children_of[c.name.rpartition(".")[0]].append(c)
+        marked = []
+        for r in rows:
+            children = children_of[r.name]
+            if any(c.name not in shown for c in children):  # folded: everything below counts as its own
+                own = r.unsupported
+            else:
+                own = collections.Counter(r.unsupported)
+                for c in children:
+                    own.subtract(c.unsupported)
+                own = {op: calls for op, calls in own.items() if calls > 0}
+            if own:
+                marked.append(r.name)
+        return marked
 
     def compare(self, other: "Report") -> "Comparison":
         """Before (``self``) and after (``other``): the rows of modules both models have, and the totals."""
@@ -160,9 +197,11 @@ class Report:
         return {
             "conventions": CONVENTIONS,
             "unit": self.unit,
+            "scale": self.scale,
             "max_depth": self.max_depth,
             "backward": self.backward,
             "total": dataclasses.asdict(self.total),
+            "unsupported": self.unsupported(),
             "rows": [row.to_dict() for row in self.rows],
         }
 
@@ -173,6 +212,7 @@ class Report:
             unit=data["unit"],
             max_depth=data["max_depth"],
             backward=data["backward"],
+            scale=data.get("scale", "auto"),
         )
 
     def to_json(self, **kwargs) -> str:
@@ -184,62 +224,102 @@ class Report:
         return cls.from_dict(json.loads(text))
 
     # --- text ----------------------------------------------------------------------------------------------
-    def _table(self, max_depth: int | None, markdown: bool) -> str:
-        scale = UNITS[self.unit]
-        flop = "MACs" if self.unit == "macs" else "FLOPs"
-        header = ["module", "type", "params", f"fwd {flop}", f"bwd {flop}", "saved",
-                  "dense params", f"dense fwd {flop}", "params ×", "fwd ×"]
-        body = []
-        for r in self.visible_rows(max_depth):
-            mark = "" if r.flops_known else "?"
-            indent = "" if markdown else "  " * r.depth
-            ratios = r.ratios or {}
-            body.append([
-                indent + (r.name or "(root)"),
-                r.type,
-                human(r.params),
-                human(r.forward_flops / scale) + mark,
-                (human(r.backward_flops / scale) + mark) if self.backward else "-",
-                human(r.saved_bytes, binary=True) + "B",
-                human(r.dense.params) if r.dense else "",
-                human(r.dense.forward_flops / scale) if r.dense else "",
-                _fmt_ratio(ratios.get("params")),
-                _fmt_ratio(ratios.get("forward_flops")),
-            ])
-        return table(header, body, markdown=markdown)
+    def _count(self, flops: int) -> str:
+        return number(flops / UNITS[self.unit], self.scale)
 
-    def _footer(self) -> list[str]:
+    def _table(self, max_depth: int | None, markdown: bool) -> str:
+        flop = _flop_label(self.unit)
+        rows = self.visible_rows(max_depth)
+        marked = set(self.marked(max_depth))
+        structured = any(r.dense is not None for r in rows)
+        header = ["module", "type", "params", f"fwd {flop}"] + ([f"bwd {flop}"] if self.backward else []) + ["saved"]
+        if structured:
+            header += ["params/dense", "fwd/dense"] + (["bwd/dense"] if self.backward else [])
+        body = []
+        for r in rows:
+            mark = "?" if r.name in marked else ""
+            cells = [_module_cell(r, markdown), r.type, number(r.params, self.scale),
+                     self._count(r.forward_flops) + mark]
+            if self.backward:
+                cells.append(self._count(r.backward_flops) + mark)
+            cells.append(_bytes(r.saved_bytes, self.scale))
+            if structured:
+                ratios = r.ratios or {}
+                cells += [_fmt_ratio(ratios.get("params")), _fmt_ratio(ratios.get("forward_flops"))]
+                if self.backward:
+                    cells.append(_fmt_ratio(ratios.get("backward_flops")))
+            body.append(cells)
+        return table(header, body, markdown=markdown, width=None if markdown else WIDTH)
+
+    def _footer(self, max_depth: int | None) -> list[str]:
         lines = []
         if self.unit == "macs":
             lines.append("MACs = FLOPs / 2.")
         missing = self.unsupported()
         if missing:
-            listed = ", ".join(f"{op} ({calls} calls)" for op, calls in missing.items())
-            lines.append(f"? = FLOPs unknown: ops with no formula ran there: {listed}")
+            listed = ", ".join(f"{op} ({_calls(calls)})" for op, calls in sorted(missing.items()))
+            lines.append(f"? = FLOPs unknown, ops with no formula ran there: {listed}. "
+                         "The FLOPs of those rows and of the rows above them are lower bounds.")
+        if any(r.dense is not None for r in self.visible_rows(max_depth)):
+            lines.append("x/dense = this layer's count / that of the nn.Linear it stands in for, on the same rows.")
         return lines
 
     def to_markdown(self, max_depth: int | None = None) -> str:
-        """A markdown table (rows folded to ``max_depth``, default the report's), conventions below it."""
+        """A markdown table (rows folded to ``max_depth``, default the report's; qualified module names),
+        conventions below it."""
         lines = [self._table(max_depth, markdown=True), "", f"*{CONVENTIONS}.*"]
-        lines += [f"*{line}*" for line in self._footer()]
+        lines += [f"*{line}*" for line in self._footer(max_depth)]
         return "\n".join(lines)
 
     def format(self, max_depth: int | None = None) -> str:
-        """The fixed-width table of ``str(report)``, folded to ``max_depth`` (default the report's)."""
+        """The fixed-width text of ``str(report)``, at most 100 columns wide: a header (conventions, totals), one
+        row per module (indented by depth, named by the last part of its qualified name), folded to ``max_depth``
+        (default the report's), and a footer for ops with no formula."""
         total = self.total
-        flop = "MACs" if self.unit == "macs" else "FLOPs"
-        scale = UNITS[self.unit]
-        head = [
-            "structlin report",
-            *textwrap.wrap(f"conventions: {CONVENTIONS}.", 110, subsequent_indent="  "),
-            f"total: {human(total.params)} params, {human(total.forward_flops / scale)} forward {flop}, "
-            + (f"{human(total.backward_flops / scale)} backward {flop}, " if self.backward else "backward not run, ")
-            + f"{human(total.saved_bytes, binary=True)}B saved",
-        ]
-        return "\n".join(head + [self._table(max_depth, markdown=False)] + self._footer())
+        flop = _flop_label(self.unit)
+        totals = (f"total: {number(total.params, self.scale)} params, {self._count(total.forward_flops)} forward "
+                  f"{flop}, ")
+        totals += f"{self._count(total.backward_flops)} backward {flop}, " if self.backward else "backward not run, "
+        totals += f"{_bytes(total.saved_bytes, self.scale)} saved"
+        lines = ["structlin report", *_wrap(f"conventions: {CONVENTIONS}."), *_wrap(totals),
+                 self._table(max_depth, markdown=False)]
+        for line in self._footer(max_depth):
+            lines += _wrap(line)
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()
+
+
+def _flop_label(unit: str) -> str:
+    return "MACs" if unit == "macs" else "FLOPs"
+
+
+def _module_cell(row: Row, markdown: bool) -> str:
+    """Markdown: the qualified name; text: the last part of it, indented by depth (a tree)."""
+    if row.name == "":
+        return "(root)"
+    return row.name if markdown else "  " * row.depth + row.name.rpartition(".")[2]
+
+
+def _bytes(value: int, scale: str) -> str:
+    return number(value, scale, binary=True) + "B"
+
+
+def _calls(calls: int) -> str:
+    return f"{calls} call" + ("" if calls == 1 else "s")
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _pair(before: str, after: str) -> str:
+    """``"9.69M→12.6M"`` written ``"9.69→12.6M"``: a unit the two share is written once."""
+    unit = re.search(r"[A-Za-z]*$", before).group()
+    if unit and after.endswith(unit) and after[: -len(unit)][-1:].isdigit() and before[: -len(unit)][-1:].isdigit():
+        return f"{before[: -len(unit)]}→{after}"
+    return f"{before}→{after}"
 
 
 def _fmt_ratio(value) -> str:
@@ -262,6 +342,11 @@ class Comparison:
     def total_ratios(self) -> dict:
         return self.ratios("")
 
+    @property
+    def backward(self) -> bool:
+        """Whether both reports counted the backward pass (the text forms show backward columns only then)."""
+        return self.before.backward and self.after.backward
+
     def ratios(self, name: str) -> dict:
         """``{field: after / before}`` for module ``name``'s four Cost fields."""
         a, b = self.before.row(name), self.after.row(name)
@@ -274,40 +359,60 @@ class Comparison:
             rows.append({"name": name, "type_before": a.type, "type_after": b.type,
                          "before": dataclasses.asdict(a.cost), "after": dataclasses.asdict(b.cost),
                          "ratios": self.ratios(name)})
-        return {"conventions": CONVENTIONS, "rows": rows}
+        return {"conventions": CONVENTIONS, "backward": self.backward, "rows": rows}
 
     def to_json(self, **kwargs) -> str:
         """:meth:`to_dict` as JSON (``kwargs`` go to ``json.dumps``); :meth:`from_json` reads it back exactly."""
         return json.dumps(self.to_dict(), **kwargs)
 
     def _body(self, max_depth: int | None, markdown: bool) -> str:
-        scale = UNITS[self.before.unit]
-        flop = "MACs" if self.before.unit == "macs" else "FLOPs"
-        header = ["module", "before", "after", "params", "params ×", f"fwd {flop}", "fwd ×", f"bwd {flop}", "bwd ×",
-                  "saved", "saved ×"]
-        depth = self.before.max_depth if max_depth is None else max_depth
+        before, after = self.before, self.after
+        flop = _flop_label(before.unit)
+        depth = before.max_depth if max_depth is None else max_depth
+        marked = set(before.marked(depth)) | set(after.marked(depth))
+        header = ["module", "type", "params", "×", f"fwd {flop}", "×"]
+        header += [f"bwd {flop}", "×"] if self.backward else []
+        header += ["saved", "×"]
         body = []
         for name in self.names:
-            a, b = self.before.row(name), self.after.row(name)
+            a, b = before.row(name), after.row(name)
             if depth is not None and a.depth > depth:
                 continue
-            r = self.ratios(name)
-            body.append([
-                ("" if markdown else "  " * a.depth) + (name or "(root)"), a.type, b.type,
-                f"{human(a.params)} → {human(b.params)}", _fmt_ratio(r["params"]),
-                f"{human(a.forward_flops / scale)} → {human(b.forward_flops / scale)}", _fmt_ratio(r["forward_flops"]),
-                f"{human(a.backward_flops / scale)} → {human(b.backward_flops / scale)}", _fmt_ratio(r["backward_flops"]),
-                f"{human(a.saved_bytes, binary=True)}B → {human(b.saved_bytes, binary=True)}B", _fmt_ratio(r["saved_bytes"]),
-            ])
-        return table(header, body, markdown=markdown)
+            r, mark = self.ratios(name), "?" if name in marked else ""
+            count, scale = before._count, before.scale
+            cells = [_module_cell(a, markdown), a.type if a.type == b.type else f"{a.type}→{b.type}",
+                     _pair(number(a.params, scale), number(b.params, scale)), _fmt_ratio(r["params"]),
+                     _pair(count(a.forward_flops), count(b.forward_flops)) + mark, _fmt_ratio(r["forward_flops"])]
+            if self.backward:
+                cells += [_pair(count(a.backward_flops), count(b.backward_flops)) + mark,
+                          _fmt_ratio(r["backward_flops"])]
+            cells += [_pair(_bytes(a.saved_bytes, scale), _bytes(b.saved_bytes, scale)), _fmt_ratio(r["saved_bytes"])]
+            body.append(cells)
+        ratios = {i for i, title in enumerate(header) if title == "×"}
+        return table(header, body, markdown=markdown, width=None if markdown else WIDTH, close=ratios)
+
+    def _footer(self) -> list[str]:
+        lines = []
+        for label, report in (("before", self.before), ("after", self.after)):
+            missing = report.unsupported()
+            if missing:
+                listed = ", ".join(f"{op} ({_calls(calls)})" for op, calls in sorted(missing.items()))
+                lines.append(f"? = FLOPs unknown {label}, ops with no formula ran there: {listed}.")
+        return lines
 
     def to_markdown(self, max_depth: int | None = None) -> str:
-        return self._body(max_depth, markdown=True) + f"\n\n*× = after / before. {CONVENTIONS}.*"
+        lines = [self._body(max_depth, markdown=True), "", f"*× = after / before. {CONVENTIONS}.*"]
+        lines += [f"*{line}*" for line in self._footer()]
+        return "\n".join(lines)
 
     def format(self, max_depth: int | None = None) -> str:
-        head = ["structlin comparison (× = after / before)",
-                *textwrap.wrap(f"conventions: {CONVENTIONS}.", 110, subsequent_indent="  ")]
-        return "\n".join(head + [self._body(max_depth, markdown=False)])
+        """The fixed-width text of ``str(comparison)``, at most 100 columns wide, in the before report's unit,
+        scale and depth."""
+        lines = ["structlin comparison (× = after / before)", *_wrap(f"conventions: {CONVENTIONS}."),
+                 self._body(max_depth, markdown=False)]
+        for line in self._footer():
+            lines += _wrap(line)
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()
