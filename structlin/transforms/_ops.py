@@ -4,6 +4,9 @@ A custom op is opaque to ``torch.compile`` (no graph break, the fake kernel give
 ``torch.utils.flop_counter.FlopCounterMode`` (which counts it with the registered formula instead of looking
 inside). On a torch without ``torch.library.custom_op`` (older than 2.4) the same pieces become a plain
 ``torch.autograd.Function``.
+
+Either is opaque to ``torch.func`` and forward-mode AD, so the callable returned here runs ``impl`` itself, which
+takes its pure-PyTorch path there and is differentiable by their own rules (see :mod:`._backend`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import Callable
 
 import torch
 
-__all__ = ["define_linear_op", "autograd_function_op", "register_flops", "rows_of"]
+from ._backend import dispatch, refuse_when_transformed
+
+__all__ = ["define_op", "define_linear_op", "autograd_function_op", "register_flops", "rows_of"]
 
 _NAMESPACE = "structlin"
 
@@ -41,6 +46,13 @@ def autograd_function_op(name: str, impl: Callable, backward: Callable) -> Calla
     return fn.apply
 
 
+def define_op(name: str, impl: Callable):
+    """``torch.library.custom_op("structlin::name", impl)``, whose kernel refuses to run under ``torch.func``
+    transforms and forward-mode AD (:func:`~._backend.refuse_when_transformed`): reach it through a
+    :func:`~._backend.dispatch` callable, which runs ``impl`` itself there."""
+    return torch.library.custom_op(f"{_NAMESPACE}::{name}", refuse_when_transformed(name, impl), mutates_args=())
+
+
 def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_row: Callable[[int, object], int]):
     """Register ``structlin::name(x, option) -> Tensor``, a linear map over the last dimension of ``x``.
 
@@ -53,13 +65,14 @@ def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_ro
         flops_per_row: ``flops_per_row(n, option) -> int``, FLOPs of one transform of length ``n``.
 
     Returns:
-        A callable ``op(x, option)``.
+        A callable ``op(x, option)``: the custom op, or ``impl`` itself under ``torch.func`` transforms and
+        forward-mode AD (:func:`~._backend.dispatch`).
     """
     impl = _empty_passthrough(impl)
     if not hasattr(torch.library, "custom_op"):  # torch < 2.4
-        return autograd_function_op(name, impl, backward)
+        return dispatch(autograd_function_op(name, impl, backward), impl)
 
-    op = torch.library.custom_op(f"{_NAMESPACE}::{name}", impl, mutates_args=())
+    op = define_op(name, impl)
 
     @op.register_fake
     def _fake(x, option):
@@ -73,7 +86,7 @@ def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_ro
 
     op.register_autograd(backward_, setup_context=setup_context)
     register_flops(name, lambda x_shape, option, *args, **kwargs: rows_of(x_shape) * flops_per_row(x_shape[-1], option))
-    return op
+    return dispatch(op, impl)
 
 
 def _empty_passthrough(impl: Callable) -> Callable:

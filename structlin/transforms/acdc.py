@@ -21,6 +21,12 @@ with ``G = rfft(g)`` and ``w_k = 1/n`` for the DC and Nyquist bins, ``2/n`` othe
 :func:`acdc_cascade` runs a whole cascade as one custom op, ``structlin::acdc_cascade``: gathers, blocks,
 permutations, optional ReLUs and the per-bin coefficients, with an analytic backward op that keeps only the
 block inputs.
+
+Under ``torch.func`` transforms and forward-mode AD the public functions run the same implementations directly,
+on their pure-PyTorch path (FFTs, gathers and elementwise ops that those transforms differentiate and batch by
+their own rules) instead of the custom ops; the backward's pure-PyTorch path is written out of place so that a
+backward run under such a transform (``torch.autograd.grad(..., is_grads_batched=True)``, a dual
+``grad_outputs``) is differentiable too. See :mod:`structlin.transforms._backend`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import _native
 from ..costs import (
@@ -38,8 +45,8 @@ from ..costs import (
     acdc_coefficient_backward_flops,
     acdc_coefficient_flops,
 )
-from ._backend import uses_native
-from ._ops import register_flops, rows_of
+from ._backend import constant_cache, dispatch, functorch_active, in_composite, uses_native
+from ._ops import define_op, register_flops, rows_of
 
 __all__ = ["acdc_cascade", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order"]
 
@@ -55,7 +62,7 @@ def bin_trig(n: int, device=None, dtype=None):
     theta = np.pi * np.arange(n // 2 + 1) / (2 * n)
     c, s = np.cos(theta), np.sin(theta)
     mirror = np.concatenate([[0], n - np.arange(1, n // 2 + 1)])
-    as_tensor = functools.partial(torch.tensor, device=device)
+    as_tensor = functools.partial(torch.as_tensor, device=device)
     return as_tensor(c * c, dtype=dtype), as_tensor(s * s, dtype=dtype), as_tensor(c * s, dtype=dtype), as_tensor(mirror)
 
 
@@ -78,10 +85,17 @@ def _apply_bins(spectrum: torch.Tensor, m00, m01, m11) -> torch.Tensor:
         return spectrum
     alpha = (m00 + m11) / 2
     beta = torch.complex((m00 - m11) / 2, m01)
-    return torch.addcmul(spectrum * alpha, torch.conj_physical(spectrum), beta)
+    return torch.addcmul(spectrum * alpha, _conj(spectrum), beta)
 
 
-@functools.lru_cache(maxsize=64)
+def _conj(z: torch.Tensor) -> torch.Tensor:
+    """``conj(z)``: a physical copy (``torch.compile`` miscompiled a lazy conj view inside a custom op; forward AD
+    under the legacy vmap of ``torch.autograd.functional`` rejects the view), except under ``torch.func``
+    transforms, where ``conj_physical`` has no batching rule and the lazy view is exact."""
+    return z.conj() if in_composite() and functorch_active() else torch.conj_physical(z)
+
+
+@constant_cache(maxsize=64)
 def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(n//2 + 1,)`` weights of each rfft bin in the coefficient gradients: ``1/n`` at DC (and Nyquist for even
     ``n``), ``2/n`` elsewhere. Cached: only the cascade backward's implementation (never traced) reads it."""
@@ -93,15 +107,15 @@ def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
 
 
 def _column_dot_and_scale(
-    g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, out: torch.Tensor, relu_mask: bool = False
-) -> torch.Tensor:
-    """``out[j] = Σ_rows g[r, j] · x[r, j]``, then ``g *= a`` in place, and with ``relu_mask`` ``g = 0`` where
-    ``x <= 0`` (one pass on the native path); returns ``g``. ``g``, ``x``: ``(rows, n)``; ``a``, ``out``: ``(n,)``."""
+    g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, relu_mask: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ_rows g ⊙ x, g ⊙ a)``, the latter zeroed where ``x <= 0`` with ``relu_mask``. ``g``, ``x``:
+    ``(rows, n)``; ``a`` and the sum ``(n,)``. One pass on the native path, which overwrites ``g``."""
     if uses_native(x) and g.is_contiguous() and x.is_contiguous() and a.is_contiguous():
-        return _native.colsum_scale_(g, x, a, out, relu_mask)
-    torch.sum(g * x, dim=0, out=out)
-    g = g.mul_(a)
-    return g.masked_fill_(x <= 0, 0) if relu_mask else g
+        column_sums = x.new_empty(x.shape[1])
+        return column_sums, _native.colsum_scale_(g, x, a, column_sums, relu_mask)
+    scaled = g * a
+    return (g * x).sum(0), (scaled.masked_fill(x <= 0, 0) if relu_mask else scaled)
 
 
 def _output_size(A: torch.Tensor, out_index: torch.Tensor | None) -> int:
@@ -114,7 +128,7 @@ def _input_shape(first_block_input: torch.Tensor, in_inverse: torch.Tensor | Non
     return (*first_block_input.shape[:-1], size)
 
 
-@functools.lru_cache(maxsize=64)
+@constant_cache(maxsize=64)
 def _cached_trig(n: int, dtype: torch.dtype, device: torch.device):
     return bin_trig(n, device, dtype)
 
@@ -159,7 +173,9 @@ def _cascade_impl(
         if index is not None:
             v = _gather_impl(v, index, inverse)
         if relu and i > 0:
-            v = v.relu_()  # v is this function's own tensor here (a gather's or an irfft's output)
+            # in place on this function's own tensor (a gather's or an irfft's output), but not in a composite form,
+            # where transforms trace or differentiate through it
+            v = v.relu() if in_composite() else v.relu_()
         if keep and v is not rows_x:
             kept.append(v.view(*batch, n))
         v = torch.fft.irfft(_apply_bins(torch.fft.rfft(v * a[i]), m00[i], m01[i], m11[i]), n=n)
@@ -193,23 +209,23 @@ def _cascade_backward_impl(
     if rows == 0:
         return [grad.new_zeros(shape), torch.zeros_like(A), torch.zeros_like(D)]
     a, (m00, m01, m11), unorder, trig = _reordered_parameters(A, D)
-    grad_a = torch.empty_like(a)
-    sums = a.new_empty(k, n // 2 + 1, 3)
+    grad_a, sums = [None] * k, [None] * k
     g = grad.reshape(rows, -1)
     if out_index is not None:
         g = _gather_impl(g, out_inverse, out_index)
-    work = g.new_empty(rows, n)
+    work = g.new_empty(rows, n) if uses_native(g) else None  # one buffer for every block's a ⊙ v
     for i in reversed(range(k)):
         v = inputs[i].reshape(rows, n)
         G = torch.fft.rfft(g)
-        U = torch.fft.rfft(torch.mul(v, a[i], out=work))
-        grad_u = torch.fft.irfft(_coefficient_sums_and_map(G, U, m00[i], m01[i], m11[i], out=sums[i]), n=n)
+        U = torch.fft.rfft(v * a[i] if work is None else torch.mul(v, a[i], out=work))
+        sums[i], mapped = _coefficient_sums_and_map(G, U, m00[i], m01[i], m11[i])
         # with ReLUs, v_i = relu(p) for i > 0 is positive exactly where p is: that masks the gradient reaching p
-        g = _column_dot_and_scale(grad_u, v, a[i], out=grad_a[i], relu_mask=relu and i > 0)
+        grad_a[i], g = _column_dot_and_scale(torch.fft.irfft(mapped, n=n), v, a[i], relu_mask=relu and i > 0)
         index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
         if index is not None:  # the gradient reaching the gather's source
             g = _gather_impl(g, inverse, index)
-    return [g.view(shape), grad_a.index_select(1, unorder), _coefficient_backward(sums, D, trig)]
+    grad_A = torch.stack(grad_a).index_select(1, unorder)
+    return [g.view(shape), grad_A, _coefficient_backward(torch.stack(sums), D, trig)]
 
 
 def _coefficient_backward(sums: torch.Tensor, D: torch.Tensor, trig) -> torch.Tensor:
@@ -218,26 +234,27 @@ def _coefficient_backward(sums: torch.Tensor, D: torch.Tensor, trig) -> torch.Te
     c2, s2, cs, mirror = trig
     w = _bin_weights(D.shape[-1], D.dtype, D.device)
     g00, g01, g11 = (w * sums[..., j] for j in range(3))
-    grad_D = torch.zeros_like(D)
-    grad_D[:, : w.shape[0]] = c2 * g00 + cs * g01 + s2 * g11  # through d1 = D[:, :bins]
-    return grad_D.index_add_(1, mirror, s2 * g00 - cs * g01 + c2 * g11)  # through d2 = D[:, mirror]
+    through_d1 = F.pad(c2 * g00 + cs * g01 + s2 * g11, (0, D.shape[-1] - w.shape[0]))  # d1 = D[:, :bins]
+    return through_d1.index_add(-1, mirror, s2 * g00 - cs * g01 + c2 * g11)  # d2 = D[:, mirror]
 
 
-def _coefficient_sums_and_map(G: torch.Tensor, U: torch.Tensor, m00, m01, m11, out: torch.Tensor) -> torch.Tensor:
-    """Per bin, summed over rows, ``out = (Σ GR UR, Σ (GR UI + GI UR), Σ GI UI)`` (``(m, 3)``), then the bin map
-    applied to ``G``: returns ``M ⊙ G`` (in place on ``G`` where possible; one pass on the native path)."""
+def _coefficient_sums_and_map(G: torch.Tensor, U: torch.Tensor, m00, m01, m11) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sums, M ⊙ G)`` for ``G``, ``U`` of shape ``(rows, m)``: per bin, summed over rows,
+    ``sums = (Σ GR UR, Σ (GR UI + GI UR), Σ GI UI)`` (``(m, 3)``), and the bin map applied to ``G``. One pass
+    on the native path, which overwrites ``G``."""
     if uses_native(G.real) and G.dim() == 2 and G.is_contiguous() and U.is_contiguous():
         coefficients = [c.contiguous() for c in (m00, m01, m11)]
-        _native.bin_grad_map_(torch.view_as_real(G), torch.view_as_real(U), *coefficients, out)
-        return G
+        sums = G.real.new_empty(G.shape[1], 3)
+        _native.bin_grad_map_(torch.view_as_real(G), torch.view_as_real(U), *coefficients, sums)
+        return sums, G
     # Σ G·U = Σ (GR UR − GI UI) + i Σ (GR UI + GI UR);  Σ G·conj(U) has real part Σ (GR UR + GI UI)
     product = (G * U).sum(0)
-    product_conj = (G * torch.conj_physical(U)).sum(0).real
-    torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1, out=out)
-    return _apply_bins(G, m00, m01, m11)
+    product_conj = (G * _conj(U)).sum(0).real
+    sums = torch.stack([(product_conj + product.real) / 2, product.imag, (product_conj - product.real) / 2], dim=1)
+    return sums, _apply_bins(G, m00, m01, m11)
 
 
-@functools.lru_cache(maxsize=64)
+@constant_cache(maxsize=64)
 def _makhoul_indices(n: int, device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
     """Makhoul's order of size ``n`` (:func:`makhoul_order`) and its inverse, as int64 tensors on ``device``."""
     order = torch.as_tensor(makhoul_order(n), device=device)
@@ -257,7 +274,8 @@ def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
             if torch.equal(index, unorder):
                 return _native.dct_unreorder(rows, out).view(x.shape)
         return _native.gather(rows, index, out).view(*x.shape[:-1], index.shape[0])
-    if index.device.type == "cpu" and (index.numel() == 0 or index.min() >= 0):  # no padding: skip the copy
+    # no padding: skip the copy (a data-dependent test, which vmap over a batch of indices cannot take)
+    if index.device.type == "cpu" and not in_composite() and (index.numel() == 0 or index.min() >= 0):
         return x.index_select(-1, index)
     padded = torch.cat([x, x.new_zeros(*x.shape[:-1], 1)], dim=-1)
     return padded.index_select(-1, torch.where(index < 0, x.shape[-1], index))
@@ -295,24 +313,22 @@ def _cascade_gradients(ctx, grad: torch.Tensor | None) -> tuple:
 
 
 if hasattr(torch.library, "custom_op"):
-    _cascade_op = torch.library.custom_op("structlin::acdc_cascade", _cascade_impl, mutates_args=())
-    _cascade_backward_op = torch.library.custom_op(
-        "structlin::acdc_cascade_backward", _cascade_backward_impl, mutates_args=()
-    )
-    _gather_op = torch.library.custom_op("structlin::gather_last", _gather_impl, mutates_args=())
+    _cascade_custom = define_op("acdc_cascade", _cascade_impl)
+    _cascade_backward_custom = define_op("acdc_cascade_backward", _cascade_backward_impl)
+    _gather_custom = define_op("gather_last", _gather_impl)
 
-    @_cascade_op.register_fake
+    @_cascade_custom.register_fake
     def _(x, A, D, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, relu, keep):
         k, n = A.shape
         batch = x.shape[:-1]
         kept_count = (k if in_index is not None else k - 1) if keep else 0
         return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
 
-    @_cascade_backward_op.register_fake
+    @_cascade_backward_custom.register_fake
     def _(grad, inputs, A, D, in_index, in_inverse, *gathers_and_relu):
         return [grad.new_empty(_input_shape(inputs[0], in_inverse)), A.new_empty(A.shape), D.new_empty(D.shape)]
 
-    @_gather_op.register_fake
+    @_gather_custom.register_fake
     def _(x, index, inverse):
         return x.new_empty(*x.shape[:-1], index.shape[0])
 
@@ -331,8 +347,8 @@ if hasattr(torch.library, "custom_op"):
         index, inverse = ctx.saved_tensors
         return _gather_op(grad, inverse, index), None, None
 
-    _cascade_op.register_autograd(_cascade_backward, setup_context=_cascade_setup)
-    _gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
+    _cascade_custom.register_autograd(_cascade_backward, setup_context=_cascade_setup)
+    _gather_custom.register_autograd(_gather_backward, setup_context=_gather_setup)
     register_flops(
         "acdc_cascade",
         lambda x_shape, A_shape, D_shape, *rest, out_shape=None, **kw: (
@@ -369,9 +385,21 @@ else:  # torch < 2.4
         @staticmethod
         def backward(ctx, grad):
             index, inverse = ctx.saved_tensors
-            return _Gather.apply(grad, inverse, index), None, None
+            return _gather_op(grad, inverse, index), None, None
 
-    _cascade_op, _cascade_backward_op, _gather_op = _Cascade.apply, _cascade_backward_impl, _Gather.apply
+    _cascade_custom, _cascade_backward_custom, _gather_custom = _Cascade.apply, _cascade_backward_impl, _Gather.apply
+
+
+def _cascade_composite(x, A, D, *gathers_and_flags) -> list[torch.Tensor]:
+    """The cascade op's arguments → ``[y]``: :func:`_cascade_impl` without the kept block inputs (under
+    ``torch.func`` transforms and forward-mode AD, where autograd records its pure-PyTorch ops itself)."""
+    *gathers, relu, _keep = gathers_and_flags
+    return _cascade_impl(x, A, D, *gathers, relu, False)
+
+
+_cascade_op = dispatch(_cascade_custom, _cascade_composite)
+_cascade_backward_op = dispatch(_cascade_backward_custom, _cascade_backward_impl)
+_gather_op = dispatch(_gather_custom, _gather_impl)
 
 
 def acdc_cascade(

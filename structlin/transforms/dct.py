@@ -9,11 +9,14 @@ Makhoul's algorithm (IEEE Trans. ASSP, 1980). For ``x`` of length ``n`` let ``v 
 where ``f_k`` is the normalization (1 for scipy's ``norm=None``). Both outputs of a bin come from the same
 complex ``V_k``, so one rfft of length ``n`` gives all ``n`` outputs. The inverse runs the same steps backwards:
 ``V_k = e^{iθ_k} (X_k / f_k - i X_{n-k} / f_k) / 2``, ``v = irfft(V)``, then undo the reordering.
+
+Under ``torch.func`` transforms and forward-mode AD, :func:`dct` and :func:`idct` run the pure-PyTorch steps
+(``_dct_torch``, ``_idct_torch``) instead of the custom ops, so those transforms differentiate and batch them
+with their own rules (see :mod:`structlin.transforms._backend`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -21,7 +24,7 @@ import torch
 
 from .. import _native
 from ..costs import dct_flops, idct_flops
-from ._backend import uses_native
+from ._backend import constant_cache, uses_native
 from ._checks import as_computable
 from ._ops import define_linear_op
 
@@ -49,14 +52,14 @@ def _norm_factors(n: int, norm: str) -> np.ndarray:
     return f
 
 
-@functools.lru_cache(maxsize=128)
+@constant_cache(maxsize=128)
 def _twiddles(direction: str, n: int, norm: str, device: torch.device, dtype: torch.dtype):
     """Per-bin coefficients ``(a, b)``, each of length ``n//2 + 1``, for the forward pass after the rfft
     (``direction="dct"``) or the inverse pass before the irfft (``"idct"``). Computed in float64, cached."""
     theta = np.pi * np.arange(n // 2 + 1) / (2 * n)
     f = _norm_factors(n, norm)
     scale = 2 * f if direction == "dct" else 1 / (2 * f)
-    return tuple(torch.tensor(scale * t, dtype=dtype, device=device) for t in (np.cos(theta), np.sin(theta)))
+    return tuple(torch.as_tensor(scale * t, dtype=dtype, device=device) for t in (np.cos(theta), np.sin(theta)))
 
 
 def _ortho_ratio(n: int, norm: str) -> tuple[float, float]:

@@ -18,8 +18,12 @@ them (one FWHT each), then with ``g₁ = H (S ⊙ g)`` and ``g₀ = H Πᵀ ((G/
 
 On the CPU (float32/float64) the passes are native kernels (``structlin._native``: ``ff_gather_scale``,
 ``ff_scale_sum``, ``ff_colsum`` and the in-place FWHT); elsewhere the same steps run as PyTorch ops with the
-FWHT's Kronecker split. FLOP counts: :func:`structlin.costs.fastfood_flops` and
-:func:`~structlin.costs.fastfood_backward_flops`.
+FWHT's Kronecker split. Any strides are accepted (the kernels get contiguous copies of what is not). FLOP
+counts: :func:`structlin.costs.fastfood_flops` and :func:`~structlin.costs.fastfood_backward_flops`.
+
+Under ``torch.func`` transforms and forward-mode AD, :func:`fastfood` (and the backward, when it runs under one)
+calls the implementation directly instead of the custom op; it then takes the PyTorch path, whose ops those
+transforms differentiate and batch by their own rules (see :mod:`structlin.transforms._backend`).
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ import torch.nn.functional as F
 
 from .. import _native
 from ..costs import fastfood_backward_flops, fastfood_flops
-from ._backend import uses_native
-from ._ops import register_flops
+from ._backend import dispatch, uses_native
+from ._ops import define_op, register_flops
 from .hadamard import _fwht_kronecker
 
 __all__ = ["fastfood"]
@@ -41,6 +45,17 @@ __all__ = ["fastfood"]
 def _fold(G: torch.Tensor) -> torch.Tensor:
     """``G/d``: the two ``1/√d`` of the orthonormal transforms."""
     return G * (1.0 / G.shape[-1])
+
+
+def _pad_last(t: torch.Tensor, size: int) -> torch.Tensor:
+    """``t`` zero-padded to ``size`` along the last dim (``t`` itself when no padding is needed: a zero-width pad
+    is an alias, which the vmap of ``is_grads_batched`` cannot batch)."""
+    return t if t.shape[-1] == size else F.pad(t, (0, size - t.shape[-1]))
+
+
+def _truncate_last(t: torch.Tensor, size: int) -> torch.Tensor:
+    """The first ``size`` entries of ``t``'s last dim (``t`` itself when that is all: see :func:`_pad_last`)."""
+    return t if t.shape[-1] == size else t[..., :size]
 
 
 def _fwht(u: torch.Tensor, native: bool) -> torch.Tensor:
@@ -58,7 +73,7 @@ def _expand(x: torch.Tensor, B: torch.Tensor, native: bool) -> torch.Tensor:
     if native:
         return _native.ff_gather_scale(x, None, B, x.new_empty(rows, blocks, d), n_in, 0, n_in)
     scaled = x.unsqueeze(1) * B[:, :n_in]
-    return scaled if n_in == d else F.pad(scaled, (0, d - n_in))
+    return _pad_last(scaled, d)
 
 
 def _permute_scale(u: torch.Tensor, index: torch.Tensor, D: torch.Tensor, native: bool) -> torch.Tensor:
@@ -88,7 +103,7 @@ def _scale_pad(g: torch.Tensor, S: torch.Tensor, native: bool) -> torch.Tensor:
         padded = g.new_empty(rows, blocks * d)
         _native.ff_scale_sum(g, S.reshape(-1), None, padded, 1, blocks * d, out, out)
     else:
-        padded = F.pad(g * S.reshape(-1)[:out], (0, blocks * d - out))
+        padded = _pad_last(g * S.reshape(-1)[:out], blocks * d)
     return padded.view(rows, blocks, d)
 
 
@@ -97,7 +112,7 @@ def _block_sum(g0: torch.Tensor, B: torch.Tensor, n_in: int, native: bool) -> to
     rows, blocks, d = g0.shape
     if native:
         return _native.ff_scale_sum(g0.view(rows, blocks * d), B, None, g0.new_empty(rows, n_in), blocks, d, blocks * d, n_in)
-    return (g0[..., :n_in] * B[:, :n_in]).sum(1)
+    return (_truncate_last(g0, n_in) * B[:, :n_in]).sum(1)
 
 
 def _grad_S(g: torch.Tensor, w: torch.Tensor, native: bool) -> torch.Tensor:
@@ -106,7 +121,7 @@ def _grad_S(g: torch.Tensor, w: torch.Tensor, native: bool) -> torch.Tensor:
     out = g.shape[1]
     if native:
         return _native.ff_colsum(w, g, None, w.new_empty(blocks, d), out, d, out)
-    return F.pad((w.view(rows, blocks * d)[:, :out] * g).sum(0), (0, blocks * d - out)).view(blocks, d)
+    return _pad_last((w.view(rows, blocks * d)[:, :out] * g).sum(0), blocks * d).view(blocks, d)
 
 
 def _grad_G(g1: torch.Tensor, u: torch.Tensor, perm: torch.Tensor, native: bool) -> torch.Tensor:
@@ -125,7 +140,12 @@ def _grad_B(g0: torch.Tensor, x: torch.Tensor, native: bool) -> torch.Tensor:
     n_in = x.shape[1]
     if native:
         return _native.ff_colsum(g0, x, None, g0.new_empty(blocks, d), n_in, 0, n_in)
-    return F.pad((g0[..., :n_in] * x.unsqueeze(1)).sum(0), (0, d - n_in))
+    return _pad_last((_truncate_last(g0, n_in) * x.unsqueeze(1)).sum(0), d)
+
+
+def _contiguous(*tensors: Optional[torch.Tensor]) -> list[Optional[torch.Tensor]]:
+    """The native kernels read dense row-major memory: contiguous copies of the tensors that are not."""
+    return [t if t is None else t.contiguous() for t in tensors]
 
 
 def _forward_impl(
@@ -141,7 +161,7 @@ def _forward_impl(
     if x.shape[0] == 0:
         return x.new_empty(0, out_features)
     native = uses_native(x)
-    x = x.contiguous()
+    x, B, G, S, bias, perm = _contiguous(x, B, G, S, bias, perm)
     u = _fwht(_expand(x, B, native), native)
     w = _fwht(_permute_scale(u, perm, _fold(G), native), native)
     return _output(w, S, bias, out_features, native)
@@ -162,7 +182,7 @@ def _backward_impl(
         zeros = [torch.zeros_like(x), torch.zeros_like(B), torch.zeros_like(G), torch.zeros_like(S), grad.new_zeros(grad.shape[1])]
         return [z if need else x.new_empty(0) for z, need in zip(zeros, needs)]
     native = uses_native(x)
-    grad, x = grad.contiguous(), x.contiguous()
+    grad, x, B, G, S, perm, inverse = _contiguous(grad, x, B, G, S, perm, inverse)
     grad_x, grad_B, grad_G, grad_S, grad_bias = (x.new_empty(0) for _ in range(5))  # outputs may not alias
     folded = _fold(G)
     if need_g or need_s:
@@ -199,14 +219,14 @@ def _as_gradients(grads, needs):
 
 
 if hasattr(torch.library, "custom_op"):
-    _forward_op = torch.library.custom_op("structlin::fastfood", _forward_impl, mutates_args=())
-    _backward_op = torch.library.custom_op("structlin::fastfood_backward", _backward_impl, mutates_args=())
+    _forward_custom = define_op("fastfood", _forward_impl)
+    _backward_custom = define_op("fastfood_backward", _backward_impl)
 
-    @_forward_op.register_fake
+    @_forward_custom.register_fake
     def _(x, B, G, S, bias, perm, inverse, out_features):
         return x.new_empty(x.shape[0], out_features)
 
-    @_backward_op.register_fake
+    @_backward_custom.register_fake
     def _(grad, x, B, G, S, perm, inverse, needs):
         return _backward_shapes(grad, x, B, G, S, needs)
 
@@ -219,7 +239,7 @@ if hasattr(torch.library, "custom_op"):
         needs = _needs(ctx.needs_input_grad, ctx.has_bias)
         return _as_gradients(_backward_op(grad, *ctx.saved_tensors, needs), needs)
 
-    _forward_op.register_autograd(_backward, setup_context=_setup)
+    _forward_custom.register_autograd(_backward, setup_context=_setup)
     register_flops(
         "fastfood",
         lambda x_shape, b_shape, g_shape, s_shape, bias_shape, perm_shape, inv_shape, out_features, *args, out_shape=None, **kw: (
@@ -244,9 +264,12 @@ else:  # torch < 2.4
         @staticmethod
         def backward(ctx, grad):
             needs = _needs(ctx.needs_input_grad, ctx.has_bias)
-            return _as_gradients(_backward_impl(grad, *ctx.saved_tensors, needs), needs)
+            return _as_gradients(_backward_op(grad, *ctx.saved_tensors, needs), needs)
 
-    _forward_op = _Fastfood.apply
+    _forward_custom, _backward_custom = _Fastfood.apply, _backward_impl
+
+_forward_op = dispatch(_forward_custom, _forward_impl)
+_backward_op = dispatch(_backward_custom, _backward_impl)
 
 
 def fastfood(

@@ -7,11 +7,14 @@ Two implementations compute the same function:
   viewing a row as an ``n_1 × … × n_j`` array, ``H_n x`` applies a small dense ``H_{n_i}`` along each axis —
   ``j`` batched matmuls that run at BLAS speed. On the CPU this measured faster than ``log2 n`` passes of
   PyTorch butterflies (:func:`fwht_butterfly`, kept as a reference and benchmark baseline).
+
+Under ``torch.func`` transforms and forward-mode AD, :func:`fwht` runs the Kronecker split (plain matmuls)
+instead of the custom op, so those transforms differentiate and batch it with their own rules (see
+:mod:`structlin.transforms._backend`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import scipy.linalg
@@ -19,7 +22,7 @@ import torch
 
 from .. import _native
 from ..costs import fwht_flops
-from ._backend import uses_native
+from ._backend import constant_cache, uses_native
 from ._checks import as_computable, check_power_of_two
 from ._ops import define_linear_op
 
@@ -36,9 +39,9 @@ def _factor_log2s(log2n: int) -> list[int]:
     return [base + 1] * extra + [base] * (parts - extra)
 
 
-@functools.lru_cache(maxsize=64)
+@constant_cache(maxsize=64)
 def _hadamard(size: int, scale: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.tensor(scipy.linalg.hadamard(size) * scale, dtype=dtype, device=device)
+    return torch.as_tensor(scipy.linalg.hadamard(size) * scale, dtype=dtype, device=device)
 
 
 def _fwht_kronecker(x: torch.Tensor, normalized: bool) -> torch.Tensor:
