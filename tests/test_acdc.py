@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -361,3 +363,177 @@ def test_acdc_cascade_checks_its_shapes():
     with pytest.raises(ValueError, match=r"permutations of shape \(2, 8\)"):
         perms = torch.stack([torch.randperm(8) for _ in range(3)])
         acdc_cascade(torch.randn(2, 8), A, D, permutations=(perms, perms.argsort(1)))
+
+
+# --- state: permutations, derived tables, meta device, dtypes ----------------------------------------------------
+
+
+def _non_permutations(perms: torch.Tensor) -> dict:
+    repeated, negative, too_large = perms.clone(), perms.clone(), perms.clone()
+    repeated[0, 1] = repeated[0, 0]
+    negative[-1, 2] = -1
+    too_large[0, 0] = perms.shape[1]
+    return {
+        "repeated": (repeated, "row 0 has repeated entries"),
+        "negative": (negative, rf"row {perms.shape[0] - 1} has entries outside 0 … {perms.shape[1] - 1}"),
+        "too large": (too_large, "row 0 has entries outside"),
+        "float": (perms.double(), r"got torch.float64 of shape \(2, 8\)"),
+        "int32": (perms.int(), r"got torch.int32 of shape \(2, 8\)"),
+        "short rows": (perms[:, :-1], r"got torch.int64 of shape \(2, 7\)"),
+        "extra row": (torch.cat([perms, perms[:1]]), r"got torch.int64 of shape \(3, 8\)"),
+    }
+
+
+@pytest.mark.parametrize("case", ["repeated", "negative", "too large", "float", "int32", "short rows", "extra row"])
+def test_loading_a_non_permutation_fails_naming_the_key_and_changes_nothing(case):
+    layer = _random_layer(8, 8, depth=3)
+    incoming = _random_layer(8, 8, depth=3).state_dict()
+    bad, message = _non_permutations(incoming["permutations"])[case]
+    x = torch.randn(4, 8, dtype=torch.float64)
+    state, y = {k: v.clone() for k, v in layer.state_dict().items()}, layer(x)
+    with pytest.raises(ValueError, match=r"state_dict\['permutations'\] for ACDC must be .*" + message):
+        layer.load_state_dict(dict(incoming, permutations=bad))
+    for key, value in layer.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert torch.equal(layer(x), y)
+
+
+def test_a_non_permutation_inside_a_model_is_named_by_its_full_key():
+    model = nn.Sequential(nn.Linear(8, 8), ACDC(8, 8, depth=3))
+    state = model.state_dict()
+    state["1.permutations"] = torch.zeros_like(state["1.permutations"])
+    with pytest.raises(ValueError, match=r"state_dict\['1\.permutations'\] for ACDC .* row 0 has repeated entries"):
+        model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("case", ["repeated", "negative", "too large"])
+def test_an_edit_into_a_non_permutation_is_refused_at_the_next_call(case):
+    layer = _random_layer(8, 8, depth=3)
+    x = torch.randn(4, 8, dtype=torch.float64)
+    layer(x)
+    bad, message = _non_permutations(layer.permutations)[case]
+    with torch.no_grad():
+        layer.permutations.copy_(bad)
+    for call in (lambda: layer(x), layer.to_dense):
+        with pytest.raises(ValueError, match="ACDC's buffer 'permutations' must be .*" + message):
+            call()
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+@pytest.mark.parametrize("edit", ["copy_", "data", "load_state_dict"])
+def test_edited_permutations_are_followed_forward_and_backward(activation, edit, backend):
+    layer = _random_layer(10, 10, depth=3, activation=activation)
+    x = torch.randn(6, 10, dtype=torch.float64, requires_grad=True)
+    layer(x).sum().backward()  # builds the tables from the permutations drawn at construction
+    new = torch.stack([torch.randperm(10) for _ in range(2)])
+    if edit == "copy_":
+        with torch.no_grad():
+            layer.permutations.copy_(new)
+    elif edit == "data":
+        layer.permutations.data = new
+    else:
+        layer.load_state_dict(dict(layer.state_dict(), permutations=new))
+    assert torch.equal(layer.permutations, new)
+    x.grad = None
+    layer.A.grad = None
+    y = layer(x)
+    np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x.detach()), rtol=0, atol=1e-10)
+    # the gradients of the edited layer against plain autograd through dct/idct with the new permutations
+    from structlin.transforms import dct, idct
+
+    y.square().sum().backward()
+    A = layer.A.detach().requires_grad_(True)
+    x2 = x.detach().requires_grad_(True)
+    v = x2
+    for i in range(3):
+        v = idct(layer.D.detach()[i] * dct(A[i] * v))
+        if i < 2:
+            v = v[..., new[i]]
+            v = layer.activation(v) if layer.activation is not None else v
+    (v + layer.bias.detach()).square().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=1e-10)
+    torch.testing.assert_close(layer.A.grad, A.grad, rtol=0, atol=1e-10)
+
+
+def test_reset_parameters_keeps_the_permutations_of_a_built_layer():
+    layer = ACDC(16, 16, depth=3)
+    perms = layer.permutations.clone()
+    layer.reset_parameters()
+    assert torch.equal(layer.permutations, perms)
+
+
+class _ShiftedReLU(nn.ReLU):
+    def forward(self, x):
+        return torch.relu(x - 0.5)
+
+
+class _CumulativeTanh(nn.Tanh):  # a subclass of an elementwise type that reads the feature order
+    def forward(self, x):
+        return torch.tanh(x.cumsum(-1) / x.shape[-1])
+
+
+@pytest.mark.parametrize("activation", [_ShiftedReLU(), _CumulativeTanh()], ids=["relu-subclass", "tanh-subclass"])
+def test_activation_subclasses_run_their_own_forward(activation, backend):
+    layer = _random_layer(12, 12, depth=3, activation=activation)
+    assert not layer._fused_relu
+    x = torch.randn(5, 12, dtype=torch.float64)
+    np.testing.assert_allclose(layer(x).detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.GELU()], ids=["relu", "gelu"])
+def test_hooks_on_the_activation_fire_and_see_natural_feature_order(activation, backend):
+    layer = _random_layer(8, 8, depth=3, activation=activation)
+    x = torch.randn(4, 8, dtype=torch.float64)
+    seen = []
+    handle = layer.activation.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    y = layer(x)
+    handle.remove()
+    assert len(seen) == 2
+    A, D, perms = layer.A.detach().numpy(), layer.D.detach().numpy(), layer.permutations.numpy()
+    v = scipy.fft.idct(D[0] * scipy.fft.dct(A[0] * x.numpy(), norm="ortho"), norm="ortho")[..., perms[0]]
+    np.testing.assert_allclose(seen[0].numpy(), v, rtol=0, atol=1e-12)  # the first block's output, permuted
+    np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+    assert layer._fused_relu == (type(activation) is nn.ReLU)  # the hook is gone: fused again
+
+
+def test_a_hooked_relu_is_not_fused_and_a_relu_under_measurement_is():
+    layer = ACDC(16, 16, depth=3, activation="relu")
+    assert layer._fused_relu
+    handle = layer.activation.register_forward_pre_hook(lambda module, args: None)
+    assert not layer._fused_relu
+    handle.remove()
+    with torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None):
+        assert layer._fused_relu  # global hooks observe every module; they do not change what runs
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False):  # it registers global module hooks
+        assert layer._fused_relu
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64, torch.bool])
+def test_unsupported_dtypes_are_refused_at_construction(dtype):
+    with pytest.raises(TypeError, match=r"ACDC supports the dtypes float16, bfloat16, float32, float64"):
+        ACDC(8, 8, dtype=dtype)
+
+
+def test_meta_construction_skip_init_and_to_empty():
+    layer = ACDC(8, 8, depth=2, device="meta")
+    assert layer.permutations.is_meta and layer.A.is_meta
+    skipped = torch.nn.utils.skip_init(ACDC, 8, 8, depth=2)
+    x = torch.randn(3, 8)
+    for call in (lambda: skipped(x), skipped.to_dense, lambda: copy.deepcopy(skipped)(x)):
+        with pytest.raises(RuntimeError, match="'permutations' holds uninitialised memory"):
+            call()
+    torch.manual_seed(4)
+    skipped.reset_parameters()
+    torch.manual_seed(4)
+    normal = ACDC(8, 8, depth=2)
+    assert torch.equal(skipped.permutations, normal.permutations) and torch.equal(skipped(x), normal(x))
+
+
+@pytest.mark.parametrize("name", sorted(ACDC_INITS.names()))
+def test_init_strategies_run_on_meta_tensors(name):
+    with torch.device("meta"):
+        A, D = torch.empty(3, 8), torch.empty(3, 8)
+        ACDC_INITS.get(name)().init_(A, D, 2.0)
+    assert A.is_meta and D.is_meta

@@ -283,7 +283,7 @@ def test_random_features_module_and_function():
         ({"learn": 3}, ValueError, "learn must be a sequence"),
         ({"init": "nope"}, ValueError, "valid names: .*orthogonal, paper"),
         ({"init": 3}, ValueError, "init must be a name"),
-        ({"dtype": torch.float16}, TypeError, "float32 or float64"),
+        ({"dtype": torch.int32}, TypeError, "float16, bfloat16, float32, float64; got dtype=torch.int32"),
     ],
 )
 def test_bad_options_name_what_is_expected(kwargs, error, message):
@@ -402,3 +402,139 @@ def test_on_device(device):
     moved = _random_layer(12, 20, learn=("G",)).to(device)
     moved.load_state_dict(layer.state_dict())
     torch.testing.assert_close(moved(x.to(device)).cpu(), layer(x), rtol=0, atol=1e-10)
+
+
+# --- state: permutations, derived inverse, half precision, meta device ---------------------------------------------
+
+
+def _torch_dense(layer: Fastfood, S, G, B) -> torch.Tensor:
+    """``(out, in)`` from the diagonals with autograd (float64), the permutations read from the layer."""
+    d = layer.size
+    H = torch.from_numpy(scipy.linalg.hadamard(d) / math.sqrt(d))
+    blocks = [(S[j, :, None] * H) @ (G[j, :, None] * H[layer.permutations[j]] * B[j]) for j in range(layer.blocks)]
+    return torch.cat(blocks)[: layer.out_features, : layer.in_features]
+
+
+@pytest.mark.parametrize("edit", ["copy_", "data", "load_state_dict"])
+def test_edited_permutations_are_followed_forward_and_backward(edit, backend):
+    layer = _random_layer(12, 20)
+    x = torch.randn(5, 12, dtype=torch.float64, requires_grad=True)
+    layer(x).sum().backward()  # derives the inverse permutations of the permutations drawn at construction
+    new = torch.stack([torch.randperm(16) for _ in range(layer.blocks)])
+    if edit == "copy_":
+        with torch.no_grad():
+            layer.permutations.copy_(new)
+    elif edit == "data":
+        layer.permutations.data = new
+    else:
+        layer.load_state_dict(dict(layer.state_dict(), permutations=new))
+    layer.zero_grad()
+    x.grad = None
+    y = layer(x)
+    y.square().sum().backward()
+    diagonals = [getattr(layer, name).detach().clone().requires_grad_() for name in ("S", "G", "B")]
+    x2 = x.detach().clone().requires_grad_()
+    y2 = x2 @ _torch_dense(layer, *diagonals).T + layer.bias.detach()
+    y2.square().sum().backward()
+    torch.testing.assert_close(y, y2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=1e-10)
+    for name, reference in zip(("S", "G", "B"), diagonals):
+        torch.testing.assert_close(getattr(layer, name).grad, reference.grad, rtol=0, atol=1e-10)
+
+
+def _with(p: torch.Tensor, row: int, column: int, value) -> torch.Tensor:
+    p = p.clone()
+    p[row, column] = p[row, 0] if value == "repeat" else value
+    return p
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: _with(p, 0, 1, "repeat"), "row 0 has repeated entries"),
+        (lambda p: _with(p, 1, 3, -3), "row 1 has entries outside 0 … 15"),
+        (lambda p: _with(p, 0, 2, 16), "row 0 has entries outside 0 … 15"),
+        (lambda p: p.float(), r"got torch.float32 of shape \(2, 16\)"),
+        (lambda p: p[:1], r"got torch.int64 of shape \(1, 16\)"),
+    ],
+    ids=["repeated", "negative", "too large", "float", "one row"],
+)
+def test_a_non_permutation_is_refused_on_load_naming_the_key_and_at_the_next_call_after_an_edit(change, message):
+    layer = _random_layer(12, 20)
+    incoming = _random_layer(12, 20).state_dict()
+    bad = change(incoming["permutations"])
+    x = torch.randn(3, 12, dtype=torch.float64)
+    state, y = {k: v.clone() for k, v in layer.state_dict().items()}, layer(x)
+    with pytest.raises(ValueError, match=r"state_dict\['permutations'\] for Fastfood must be .*" + message):
+        layer.load_state_dict(dict(incoming, permutations=bad))
+    assert all(torch.equal(value, state[key]) for key, value in layer.state_dict().items())
+    assert torch.equal(layer(x), y)
+    layer.permutations.data = bad  # the same value put in place behind the layer's back
+    for call in (lambda: layer(x), layer.to_dense):
+        with pytest.raises(ValueError, match="Fastfood's buffer 'permutations' must be .*" + message):
+            call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_layers_compute_in_float32_and_stay_finite(dtype):
+    torch.manual_seed(0)
+    d = 4096
+    layer = Fastfood(d, d).to(dtype)
+    x = (300 * torch.randn(16, d)).to(dtype)
+    y = layer(x)
+    assert y.dtype == dtype
+    B, G, S = (getattr(layer, name).detach().double() for name in ("B", "G", "S"))
+    reference = Fastfood(d, d, dtype=torch.float64)
+    reference.load_state_dict({"B": B, "G": G, "S": S, "bias": layer.bias.double(), "permutations": layer.permutations})
+    expected = reference(x.double())
+    assert expected.abs().max() < torch.finfo(dtype).max  # the result fits the dtype ...
+    assert torch.isfinite(y).all()  # ... so it is finite
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(y.double(), expected, rtol=eps, atol=eps * expected.abs().max().item())
+    y.float().square().mean().backward()
+    for p in layer.parameters():
+        assert p.grad.dtype == dtype and torch.isfinite(p.grad).all()
+
+
+def test_a_half_layer_can_be_built_directly():
+    layer = Fastfood(16, 24, dtype=torch.float16)
+    x = torch.randn(3, 16)
+    y = layer(x.half())
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.float(), layer.float()(x.half().float()), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("learn", [("S", "G", "B"), ()])
+def test_meta_construction_then_to_empty_and_seeded_reset_equals_a_normal_build(learn):
+    layer = Fastfood(8, 20, learn=learn, device="meta")
+    assert all(t.is_meta for t in layer.state_dict().values())
+    skipped = torch.nn.utils.skip_init(Fastfood, 8, 20, learn=learn)
+    with pytest.raises(RuntimeError, match="uninitialised memory"):
+        skipped(torch.randn(2, 8))
+    for materialised in (layer.to_empty(device="cpu"), skipped):
+        torch.manual_seed(2)
+        materialised.reset_parameters()
+        torch.manual_seed(2)
+        normal = Fastfood(8, 20, learn=learn)
+        for key, value in normal.state_dict().items():
+            assert torch.equal(materialised.state_dict()[key], value), key
+
+
+def test_random_features_build_on_the_meta_device():
+    with torch.device("meta"):
+        module = RandomFeatures(6, 32, sigma=2.0)
+    module.to_empty(device="cpu")
+    torch.manual_seed(1)
+    module.reset_parameters()
+    torch.manual_seed(1)
+    normal = RandomFeatures(6, 32, sigma=2.0)
+    x = torch.randn(4, 6)
+    assert torch.equal(module(x), normal(x))
+
+
+@pytest.mark.parametrize("name", sorted(FASTFOOD_INITS.names()))
+def test_init_strategies_run_on_meta_tensors(name):
+    with torch.device("meta"):
+        B, G, S = torch.empty(2, 8), torch.empty(2, 8), torch.empty(2, 8)
+        FASTFOOD_INITS.get(name)().init_(B, G, S)
+    assert B.is_meta and G.is_meta and S.is_meta

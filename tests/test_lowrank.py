@@ -144,3 +144,9 @@ def test_on_device(device):
     moved.load_state_dict(layer.state_dict())
     x = torch.randn(4, 12, dtype=torch.float64)
     torch.testing.assert_close(moved(x.to(device)).cpu(), layer(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64, torch.bool])
+def test_unsupported_dtypes_are_refused_at_construction(dtype):
+    with pytest.raises(TypeError, match="LowRank supports the dtypes float16, bfloat16, float32, float64"):
+        LowRank(6, 5, 2, dtype=dtype)

@@ -455,8 +455,37 @@ def test_a_user_form_and_a_user_branch_kind():
         def to_dense(self):
             return self.inner.weight.detach().clone()
 
-    layer = Quadratic(4, 3, form="product-test", branch="plain-dense-test", dtype=torch.float64)
-    x = torch.randn(5, 4, dtype=torch.float64)
-    torch.testing.assert_close(layer(x), _affine(layer, "a", x), rtol=0, atol=0)  # linear start
-    _randomize(layer)
-    torch.testing.assert_close(layer(x), _affine(layer, "a", x) * _affine(layer, "b", x), rtol=0, atol=1e-12)
+    try:
+        layer = Quadratic(4, 3, form="product-test", branch="plain-dense-test", dtype=torch.float64)
+        x = torch.randn(5, 4, dtype=torch.float64)
+        torch.testing.assert_close(layer(x), _affine(layer, "a", x), rtol=0, atol=0)  # linear start
+        _randomize(layer)
+        torch.testing.assert_close(layer(x), _affine(layer, "a", x) * _affine(layer, "b", x), rtol=0, atol=1e-12)
+    finally:  # later tests (and the distributed workers, which never see it) iterate the registered kinds
+        structlin.unregister_layer("plain-dense-test")
+        QUADRATIC_FORMS.unregister("product-test")
+
+
+@pytest.mark.parametrize("init", ["linear-start", "random"])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_meta_build_then_to_empty_and_seeded_reset_equals_a_normal_build(form, branch, init):
+    """Structured branches draw their permutations and diagonals when built, before the quadratic init; a
+    seeded reset of a layer materialised from the meta device draws in that same order."""
+    layer = _layer(form, branch, init=init, device="meta")
+    assert all(t.is_meta for t in layer.state_dict().values())
+    layer.to_empty(device="cpu")
+    torch.manual_seed(8)
+    layer.reset_parameters()
+    torch.manual_seed(8)
+    normal = _layer(form, branch, init=init)
+    for key, value in normal.state_dict().items():
+        assert torch.equal(layer.state_dict()[key], value), key
+    x = torch.randn(3, 6, dtype=torch.float64)
+    assert torch.equal(layer(x), normal(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int32, torch.bool])
+def test_unsupported_dtypes_are_refused_before_any_branch_is_built(dtype):
+    with pytest.raises(TypeError, match="Quadratic supports the dtypes float16, bfloat16, float32, float64"):
+        Quadratic(6, 5, form="xu", branch="acdc", dtype=dtype)

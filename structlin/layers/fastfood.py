@@ -11,11 +11,11 @@ from torch import nn
 from ..costs import Cost, fastfood_backward_flops, fastfood_flops
 from ..strategies.fastfood_init import FastfoodInit, resolve_fastfood_init
 from ..transforms.fastfood import fastfood
+from ._checks import check_compute_dtype, compute_dtype
 from .base import StructuredLayer, register_layer
 
 __all__ = ["Fastfood"]
 
-_HALF = (torch.float16, torch.bfloat16)
 _DIAGONALS = ("S", "G", "B")
 
 
@@ -34,6 +34,11 @@ def _resolve_learn(learn) -> tuple[str, ...]:
     return tuple(name for name in _DIAGONALS if name in names)
 
 
+def _inverse_rows(permutations: torch.Tensor) -> torch.Tensor:
+    """``(blocks, d)`` → the row-wise inverse permutations, ``inverse[j, permutations[j, k]] = k``."""
+    return torch.argsort(permutations, dim=1)
+
+
 @register_layer("fastfood")
 class Fastfood(StructuredLayer):
     r"""Stacked Fastfood blocks: ``y = [V_1 x̄; V_2 x̄; …][:out_features] + bias`` with ``x̄ = pad(x)``.
@@ -48,6 +53,14 @@ class Fastfood(StructuredLayer):
     The whole layer is one fused op (:func:`structlin.transforms.fastfood.fastfood`): per block two FWHTs and
     three O(d) passes, the permutation fused with the scaling by ``G``. Only the input is saved for backward.
 
+    The inverse permutations the backward needs are derived from ``permutations`` on demand and follow it: an
+    in-place edit, a load or a move of the buffer is seen by the next call, forward and backward. A value whose rows
+    are not permutations of ``0 … d−1`` (or not int64 of shape ``(blocks, d)``) raises a ``ValueError`` naming the
+    buffer, at the next call after an edit and before anything is copied by ``load_state_dict``.
+
+    Float16/bfloat16 parameters compute in float32 (the unnormalised transforms grow values by up to ``d``, past
+    float16's range) and return the input's dtype: the output is finite wherever the float32 result fits it.
+
     Args:
         in_features, out_features: sizes of the last dimension of input and output.
         bias: learn an output bias of shape ``(out_features,)``, initialized to zero.
@@ -57,6 +70,8 @@ class Fastfood(StructuredLayer):
         init: ``"paper"`` (Gaussian-like blocks at unit gain, the default), ``"orthogonal"`` (exactly orthogonal
             blocks), or a :class:`~structlin.strategies.fastfood_init.FastfoodInit` object such as
             ``Paper(sigma=…)``.
+        device, dtype: of the diagonals and bias; dtype float16, bfloat16, float32 or float64 (``TypeError``
+            otherwise). ``device="meta"`` builds without data (see :class:`~structlin.StructuredLayer`).
 
     Shape:
         input ``(..., in_features)`` → output ``(..., out_features)``.
@@ -79,7 +94,7 @@ class Fastfood(StructuredLayer):
         dtype=None,
     ):
         super().__init__(in_features, out_features)
-        factory = {"device": device, "dtype": dtype}
+        factory = self.factory_kwargs(device, dtype)
         self.size = d = 1 << (in_features - 1).bit_length()
         self.blocks = math.ceil(out_features / d)
         self.learn = _resolve_learn(learn)
@@ -90,54 +105,42 @@ class Fastfood(StructuredLayer):
                 setattr(self, name, nn.Parameter(value))
             else:
                 self.register_buffer(name, value)
-        if self.S.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"Fastfood computes in float32 or float64, got dtype={self.S.dtype}")
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        perms = torch.stack([torch.randperm(d) for _ in range(self.blocks)])
-        self.register_buffer("permutations", perms.to(device))
-        self._build_inverse()
+        self.register_permutations("permutations", self.blocks, d, device=self.S.device)
         self.reset_parameters()
 
-    def _rebuild_derived_buffers(self) -> None:
-        self._build_inverse()
-
-    def _build_inverse(self) -> None:
-        """The derived, non-persistent buffer ``_inverse`` (row-wise inverse permutations)."""
-        perms = self.permutations
-        if perms.shape != (self.blocks, self.size) or perms.dtype != torch.int64:
-            raise ValueError(f"permutations must be an int64 tensor of shape {(self.blocks, self.size)}, got {perms.dtype} {tuple(perms.shape)}")
-        inverse = torch.argsort(perms, dim=1)
-        expected = torch.arange(self.size, device=perms.device).expand_as(perms)
-        if not torch.equal(torch.gather(perms, 1, inverse), expected):
-            raise ValueError("every row of permutations must be a permutation of 0 … d−1")
-        self.register_buffer("_inverse", inverse, persistent=False)
-
     def reset_parameters(self) -> None:
-        """Redraw ``B``, ``G`` and ``S`` (learned or fixed) with the init strategy and zero the bias; the
-        permutations stay."""
+        """Redraw ``B``, ``G`` and ``S`` (learned or fixed) with the init strategy and zero the bias. The
+        permutations stay once drawn (they are drawn here only when they hold no values: at construction or after
+        ``to_empty()``)."""
+        self.prepare_reset()
         with torch.no_grad():
             self.init.init_(self.B, self.G, self.S)
             if self.bias is not None:
                 self.bias.zero_()
 
+    def _run(self, rows: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The fused op on ``(rows, in_features)`` of the compute dtype, every diagonal cast to it."""
+        B, G, S = self.B, self.G, self.S
+        if S.dtype != rows.dtype:  # half parameters: differentiable casts, so gradients reach them in their dtype
+            B, G, S = B.to(rows.dtype), G.to(rows.dtype), S.to(rows.dtype)
+            bias = None if bias is None else bias.to(rows.dtype)
+        inverse = self.derived("permutations", _inverse_rows)
+        return fastfood(rows, B, G, S, bias, self.permutations, inverse, self.out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features)`` → ``(..., out_features)``."""
         self._check_input(x)
-        compute = self.S.dtype
-        if x.dtype != compute and not (x.dtype in _HALF and compute == torch.float32):
-            raise TypeError(f"Fastfood with {compute} parameters expects {compute} inputs (or float16/bfloat16), got {x.dtype}")
-        if x.device != self.S.device:
-            raise ValueError(f"Fastfood's parameters are on {self.S.device}, so inputs must be too; got {x.device}")
-        rows = x.reshape(-1, self.in_features).to(compute)
-        y = fastfood(rows, self.B, self.G, self.S, self.bias, self.permutations, self._inverse, self.out_features)
+        compute = compute_dtype(self.S.dtype)
+        check_compute_dtype(self, x, self.S.dtype, self.S.device, compute)
+        y = self._run(x.reshape(-1, self.in_features).to(compute), self.bias)
         return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def to_dense(self) -> torch.Tensor:
         """The ``(out_features, in_features)`` matrix ``W`` with ``forward(x) == x @ W.T + bias``."""
         with torch.no_grad():
-            eye = torch.eye(self.in_features, dtype=self.S.dtype, device=self.S.device)
-            y = fastfood(eye, self.B, self.G, self.S, None, self.permutations, self._inverse, self.out_features)
-            return y.T.contiguous()
+            eye = torch.eye(self.in_features, dtype=compute_dtype(self.S.dtype), device=self.S.device)
+            return self._run(eye, None).T.contiguous().to(self.S.dtype)
 
     def cost(self, batch_shape=()) -> Cost:
         """Analytic cost for inputs ``(*batch_shape, in_features)``; the backward counts the gradients of the
@@ -151,7 +154,7 @@ class Fastfood(StructuredLayer):
             params=params,
             forward_flops=fastfood_flops(*shape, bias=has_bias),
             backward_flops=fastfood_backward_flops(*shape, needs=needs),
-            saved_bytes=rows * self.in_features * self.S.element_size(),
+            saved_bytes=rows * self.in_features * (torch.finfo(compute_dtype(self.S.dtype)).bits // 8),
         )
 
     def extra_repr(self) -> str:

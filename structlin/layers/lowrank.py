@@ -24,6 +24,7 @@ class LowRank(StructuredLayer):
         rank: inner dimension ``r`` (any positive int; ``r ≥ min(in, out)`` is a full-rank dense map in
             factored form).
         bias: learn an output bias of shape ``(out_features,)``.
+        device, dtype: of the parameters; dtype float16, bfloat16, float32 or float64 (``TypeError`` otherwise).
 
     Initialization keeps ``nn.Linear``'s scale: ``V ~ U(−1/√in, 1/√in)`` and ``U ~ U(−√(3/r), √(3/r))``, so
     each entry of ``U V`` has variance ``1/(3·in)``, the variance of an ``nn.Linear`` weight entry; the bias is
@@ -41,7 +42,7 @@ class LowRank(StructuredLayer):
 
     def __init__(self, in_features: int, out_features: int, rank: int, *, bias: bool = True, device=None, dtype=None):
         super().__init__(in_features, out_features)
-        factory = {"device": device, "dtype": dtype}
+        factory = self.factory_kwargs(device, dtype)
         self.rank = check_rank(rank)
         self.U = nn.Parameter(torch.empty(out_features, rank, **factory))
         self.V = nn.Parameter(torch.empty(rank, in_features, **factory))
@@ -50,6 +51,7 @@ class LowRank(StructuredLayer):
 
     def reset_parameters(self) -> None:
         """Redraw ``U``, ``V`` and the bias so that ``U V`` has ``nn.Linear``'s entry variance."""
+        self.prepare_reset()
         bound_in = 1.0 / math.sqrt(self.in_features)
         with torch.no_grad():
             self.V.uniform_(-bound_in, bound_in)

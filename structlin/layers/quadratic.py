@@ -47,6 +47,9 @@ class Quadratic(StructuredLayer):
             it is ``branch`` and shares its group's matmul; when given, that part is computed on its own (group
             ``x_first_order``). :meth:`from_linear` sets ``"dense"``: any weight fits it, and its own ``F.linear``
             reproduces ``nn.Linear`` bit for bit.
+        device, dtype: of every part; dtype float16, bfloat16, float32 or float64 (``TypeError`` otherwise).
+            ``device="meta"`` builds without data; after ``to_empty()``, a seeded ``reset_parameters()`` gives
+            the layer built normally with that seed.
 
     Shape:
         input ``(..., in_features)`` → output ``(..., out_features)``.
@@ -74,6 +77,7 @@ class Quadratic(StructuredLayer):
         **branch_options,
     ):
         super().__init__(in_features, out_features)
+        self.factory_kwargs(device, dtype)
         self.form = resolve_form(form)
         self.init = resolve_quadratic_init(init)
         self.branch = branch
@@ -141,7 +145,8 @@ class Quadratic(StructuredLayer):
         return self._parameters_of(first_order=True)
 
     def reset_parameters(self) -> None:
-        """Set every part with the init strategy."""
+        """Set every part with the init strategy (structured parts keep their permutations once drawn)."""
+        self.prepare_reset()
         self.init.init_(self)
 
     # ------------------------------------------------------------------------------------------ compute

@@ -56,6 +56,10 @@ class RandomFeatures(nn.Module):
         self.in_features, self.n_features = in_features, n_features
         self.projection = Fastfood(in_features, n_features // 2, bias=False, learn=(), init=spectral(sigma), device=device, dtype=dtype)
 
+    def reset_parameters(self) -> None:
+        """Draw the map again (the permutations only when they hold no values, e.g. after ``to_empty()``)."""
+        self.projection.reset_parameters()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features)`` → ``(..., n_features)``."""
         v = self.projection(x)

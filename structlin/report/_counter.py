@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ..layers.activations import observer
 from ._call import tensors as _tensors
 from ._ops import formula_for, op_name
 
@@ -198,6 +199,7 @@ def measure(model: nn.Module, inputs: tuple, backward: bool = True) -> dict[str,
 
     inputs = torch.utils._pytree.tree_map(copy, inputs)
 
+    @observer
     def pre_hook(module, args, kwargs):
         _tag_graph(_tensors((args, kwargs)), stack[-1] if stack else "")
         name = names[module]
@@ -207,6 +209,7 @@ def measure(model: nn.Module, inputs: tuple, backward: bool = True) -> dict[str,
         if isinstance(in_features, int) and first and first[0].shape[-1:] == (in_features,):
             counts[name].rows += first[0].numel() // in_features
 
+    @observer
     def post_hook(module, args, kwargs, output):
         name = stack.pop()
         _tag_graph(_tensors(output), name)

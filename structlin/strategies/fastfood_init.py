@@ -36,7 +36,10 @@ FASTFOOD_INITS: Registry[type] = Registry("Fastfood init strategy")
 def _chi(shape, dof: int, like: torch.Tensor) -> torch.Tensor:
     """Samples of the χ distribution with ``dof`` degrees of freedom (the length of a standard Gaussian
     vector in ``dof`` dimensions), drawn as ``√(2 Γ(dof/2, 1))``."""
-    gamma = torch.distributions.Gamma(torch.tensor(dof / 2.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    if like.is_meta:  # nothing to draw (construction on the meta device)
+        return torch.empty(shape, device=like.device, dtype=like.dtype)
+    cpu = {"dtype": torch.float64, "device": "cpu"}  # drawn on the CPU whatever the default device
+    gamma = torch.distributions.Gamma(torch.tensor(dof / 2.0, **cpu), torch.tensor(1.0, **cpu))
     return gamma.sample(shape).mul_(2).sqrt_().to(device=like.device, dtype=like.dtype)
 
 
