@@ -1,6 +1,6 @@
 """Swap the dense layers of a small transformer-style model and print what changed.
 
-    python examples/swap_report.py [--kind acdc] [--option depth=4] [--quick]
+    python examples/swap_report.py [--kind acdc] [--option depth=4] [--quick] [--verbose]
 
 Prints the :class:`structlin.SwapResult` (each replaced layer, how it started, its relative output error on the
 calibration batch, parameters before/after) and, when :func:`structlin.report` is available, the FLOP/parameter
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], type=parse_option, help="layer option NAME=VALUE")
     parser.add_argument("--preserve", default="fit", choices=["auto", "fit", "none"])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="print the fits' progress to stderr")
     args = parser.parse_args()
     options = dict(args.option) or ({"depth": 4} if args.kind == "acdc" else {})
 
@@ -57,9 +58,10 @@ def main() -> None:
     x = torch.randn(8, 12, 16)
     before = copy.deepcopy(model)
 
-    # swap the MLPs of both blocks only; the calibration batch is what each layer's error is measured on
-    result = structlin.swap(model, args.kind, include="*.mlp.*", preserve=args.preserve, calibration=x,
-                            fit_iterations=50 if args.quick else 500, **options)
+    # swap the MLPs of both blocks only (by name, as PEFT's target_modules: any module named "….mlp.0" or
+    # "….mlp.2"); the calibration batch is what each layer is fitted on and its error measured on
+    result = structlin.swap(model, args.kind, include=["mlp.0", "mlp.2"], preserve=args.preserve, calibration=x,
+                            fit_iterations=50 if args.quick else 500, verbose=args.verbose, **options)
     print(result)
     with torch.no_grad():
         change = (model(x) - before(x)).norm() / before(x).norm()

@@ -16,7 +16,7 @@ from .layers import (
 )
 from .prune import ShrinkResult
 from .report import Report, report
-from .swap import SwapResult, swap, unswap
+from .swap import SwapResult, apply_plan, register_linear_adapter, swap, unregister_linear_adapter, unswap
 from .training import param_groups
 
 __version__ = "0.1.0.dev0"
@@ -32,17 +32,20 @@ __all__ = [
     "ShrinkResult",
     "StructuredLayer",
     "SwapResult",
+    "apply_plan",
     "available_layers",
     "costs",
     "param_groups",
     "prune",
     "random_features",
     "register_layer",
+    "register_linear_adapter",
     "report",
     "strategies",
     "swap",
     "transforms",
     "unregister_layer",
+    "unregister_linear_adapter",
     "unswap",
     "__version__",
 ]

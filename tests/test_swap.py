@@ -1,4 +1,6 @@
 import io
+import json
+import re
 import subprocess
 import sys
 import warnings
@@ -13,6 +15,7 @@ from structlin import ACDC, StructuredLayer, register_layer, swap, unswap
 from structlin.costs import Cost
 from structlin.fitting import fit_layer, relative_error
 from structlin.registry import Registry
+from structlin.swap import linear_adapters, unregister_linear_adapter
 
 from helpers import assert_compiled_matches_eager
 
@@ -152,6 +155,16 @@ def _linear_names(model):
         (None, ["blocks.*"], 0, ["embed", "head"]),
         (None, None, 16, [n for n in ALL_LINEARS if n not in ("embed", "head")]),
         ("blocks.0.*", None, 17, []),
+        # a plain name is the whole name or its ending after a dot (PEFT's target_modules)
+        ("q", None, 0, ["blocks.0.attn.q", "blocks.1.attn.q"]),
+        (["attn.o", "mlp.2"], None, 0, ["blocks.0.attn.o", "blocks.1.attn.o", "blocks.0.mlp.2", "blocks.1.mlp.2"]),
+        ("blocks.1.attn.k", None, 0, ["blocks.1.attn.k"]),
+        ("attn.q", "blocks.0.attn.q", 0, ["blocks.1.attn.q"]),
+        # a regular expression on the whole name, as "re:" text or compiled
+        (r"re:blocks\.\d+\.attn\.[qk]", None, 0,
+         ["blocks.0.attn.q", "blocks.0.attn.k", "blocks.1.attn.q", "blocks.1.attn.k"]),
+        (re.compile(r"blocks\.1\.mlp\.\d"), None, 0, ["blocks.1.mlp.0", "blocks.1.mlp.2"]),
+        (None, r"re:(blocks\.\d\.)?(attn|mlp)\..*", 0, ["embed", "head"]),
     ],
 )
 def test_replaces_exactly_what_the_patterns_say(include, exclude, min_features, expected):
@@ -167,7 +180,7 @@ def test_replaces_exactly_what_the_patterns_say(include, exclude, min_features, 
 
 
 def test_no_match_warns():
-    with pytest.warns(UserWarning, match="no nn.Linear matched"):
+    with pytest.warns(UserWarning, match="no linear layer matched"):
         result = swap(Net(), "acdc", min_features=1000)
     assert len(result) == 0
 
@@ -201,7 +214,7 @@ def test_preserve_modes_choose_the_start(kinds, one_thread):
     assert swap(linear_model(), "acdc", preserve="none").layers[0].method == "init"
     assert swap(linear_model(), kinds["exact"], preserve="none").layers[0].method == "init"
     assert swap(linear_model(), kinds["exact"], preserve="fit").layers[0].method == "exact"
-    assert swap(linear_model(), kinds["factored"]).layers[0].method == "init"
+    assert swap(linear_model(), kinds["factored"]).layers[0].method == "closed-form"  # auto uses a closed form
     assert swap(linear_model(), kinds["factored"], preserve="fit").layers[0].method == "closed-form"
     x = torch.randn(4, 6)
     fit = {"preserve": "fit", "calibration": x, "fit_iterations": 5}
@@ -383,14 +396,33 @@ def test_bad_kind_lists_valid_kinds():
         swap(Net(), ACDC)
 
 
-def test_bad_pattern_names_pattern_and_linears():
-    with pytest.raises(ValueError, match=r"include pattern\(s\) \['blocks\.\*\.attn\.query'\] match no nn.Linear") as info:
+def test_bad_pattern_names_pattern_and_close_names():
+    with pytest.raises(ValueError,
+                       match=r"include pattern\(s\) \['blocks\.\*\.attn\.query'\] match no linear layer") as info:
         swap(Net(), "acdc", include=["blocks.*.attn.q", "blocks.*.attn.query"])
-    assert "blocks.0.attn.q" in str(info.value) and "embed" in str(info.value)
-    with pytest.raises(ValueError, match=r"exclude pattern\(s\) \['mlp'\]"):
+    message = str(info.value)
+    assert "close to 'blocks.*.attn.query': blocks.*.attn.q" in message
+    assert "linear layers ('*' standing for indices): embed, blocks.*.attn.q" in message and "head" in message
+    # a plain name of a container: say so, and how to take the layers inside
+    with pytest.raises(ValueError, match=r"exclude pattern\(s\) \['mlp'\].*\n.*'mlp' names modules that are not "
+                       r"linear layers: blocks\.0\.mlp \(Sequential\).*use a glob such as 'blocks\.\*\.mlp\.\*'"):
         swap(Net(), "acdc", exclude="mlp")
-    with pytest.raises(TypeError, match="glob pattern"):
+    # a typo of a layer swapped already: the close names are there, with their types
+    model = Net()
+    swap(model, "acdc", include="attn.q")
+    with pytest.raises(ValueError, match=r"close to 'attn\.qq' but not linear layers: attn\.q \(ACDC\)"):
+        swap(model, "acdc", include="attn.qq")
+    # a glob is on the whole name
+    with pytest.raises(ValueError, match=r"a glob matches the whole name: '\*\.mlp\.\*' matches 4 linear layer"):
+        swap(Net(), "acdc", include="mlp.*")
+    with pytest.raises(TypeError, match="at least one pattern"):
         swap(Net(), "acdc", include=[])
+    with pytest.raises(TypeError, match="non-empty strings or compiled re.Pattern"):
+        swap(Net(), "acdc", include=[3])
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        swap(Net(), "acdc", include="re:blocks.(")
+    with pytest.raises(TypeError, match="options go with include"):
+        swap(Net(), "acdc", exclude={"head": {}})
 
 
 def test_bad_arguments():
@@ -434,7 +466,7 @@ def _run_example(script):
 
 def test_example_swap_report():
     out = _run_example("swap_report.py")
-    assert "4 nn.Linear → 'acdc'" in out and "1.mlp.0" in out and "fit-calibration" in out
+    assert "4 linear layers → 'acdc'" in out and "1.mlp.0" in out and "fitted to calibration" in out
 
 
 def test_example_swap_finetune():
@@ -494,3 +526,313 @@ def test_lowrank_fit_uses_its_closed_form():
     result = swap(Net(), "lowrank", preserve="fit", include="blocks.*.mlp.*", rank=4)
     assert {e.method for e in result} == {"closed-form"}
     assert all(0.0 < e.relative_error < 1.0 and e.params_after < e.params_before for e in result)
+
+
+def test_lowrank_auto_starts_from_its_svd():
+    # preserve="auto" uses a kind's closed-form start (it used to start lowrank from a random init)
+    torch.manual_seed(0)
+    model = Net()
+    result = swap(model, "lowrank", include="*.mlp.*", rank=4)
+    assert {e.method for e in result} == {"closed-form"} and {e.start for e in result} == {"closed-form"}
+    assert all(e.relative_error < 1.0 for e in result)
+
+
+def test_table_says_how_each_layer_started_in_plain_words(kinds):
+    text = str(swap(Net(), "acdc", include="head"))
+    head = text.splitlines()[1]
+    assert "start" in head and "error measured on" in head
+    row = next(line for line in text.splitlines() if line.startswith("head"))
+    assert "random init" in row and "random inputs" in row and "(random)" not in text
+    calibrated = str(swap(Net(), kinds["exact"], include="head", calibration=torch.randn(2, 8)))
+    row = next(line for line in calibrated.splitlines() if line.startswith("head"))
+    assert "exact" in row and "calibration" in row
+
+
+def test_per_pattern_options():
+    model = Net()
+    result = swap(model, "acdc", include={"attn.q": {"depth": 2}, "blocks.1.mlp.*": {"depth": 3}, "head": None},
+                  depth=1)
+    depths = {e.name: e.layer.depth for e in result}
+    assert depths == {"blocks.0.attn.q": 2, "blocks.1.attn.q": 2, "blocks.1.mlp.0": 3, "blocks.1.mlp.2": 3, "head": 1}
+    assert {e.name: e.options["depth"] for e in result} == depths
+    with pytest.raises(ValueError, match=r"'blocks.0.attn.q' matches include patterns 'attn.q' and 'blocks.0.\*', "
+                                         r"which give 'depth' different values \(2 and 3\)"):
+        swap(Net(), "acdc", include={"attn.q": {"depth": 2}, "blocks.0.*": {"depth": 3}})
+    with pytest.raises(TypeError, match="options of include pattern 'head' must be a dict"):
+        swap(Net(), "acdc", include={"head": 3})
+
+
+class TiedLM(nn.Module):
+    """A token embedding and an output head sharing one weight, like a language model's tied head."""
+
+    def __init__(self, vocab=50, d=16):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.body = nn.Linear(d, d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens):
+        return self.head(torch.relu(self.body(self.embed(tokens))))
+
+
+def test_tied_head_is_left_alone_with_a_warning_and_counted_once():
+    model = TiedLM()
+    total = sum(p.numel() for p in model.parameters())
+    with pytest.warns(UserWarning, match=r"left alone 1 layer\(s\).*head \(shares embed\.weight\).*tied='untie'"):
+        result = swap(model, "lowrank", rank=2)
+    assert result.names == ["body"] and type(model.head) is nn.Linear and model.head.weight is model.embed.weight
+    assert result.skipped_tied == {"head": ["embed.weight"]}
+    assert result.params_before == total
+    assert result.params_after == sum(p.numel() for p in model.parameters()) == total - 16 * 16 + 2 * 32
+
+
+def test_untied_head_counts_the_shared_tensor_once_and_dry_run_agrees():
+    model = TiedLM()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dry = swap(model, "lowrank", include="head", tied="untie", rank=2, dry_run=True)
+        result = swap(model, "lowrank", include="head", tied="untie", rank=2)
+    assert isinstance(model.head, structlin.LowRank) and result.layers[0].tied_to == ["embed.weight"]
+    actual = sum(p.numel() for p in model.parameters())
+    # the embedding keeps the shared weight, so the swap removes nothing and adds the head's factors
+    assert dry.params_after == result.params_after == actual == result.params_before + 2 * (16 + 50)
+    assert "untied: head no longer shares embed.weight" in str(result)
+    with pytest.raises(ValueError, match="tied must be one of 'skip', 'untie'"):
+        swap(TiedLM(), "acdc", tied="keep")
+
+
+class TransposedLinear(nn.Module):
+    """A linear map that stores its weight ``(in, out)``, as Hugging Face's Conv1D does."""
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(in_features, out_features))
+        self.offset = nn.Parameter(torch.randn(out_features))
+
+    def forward(self, x):
+        return x @ self.kernel + self.offset
+
+
+@pytest.fixture
+def transposed_adapter():
+    structlin.register_linear_adapter(TransposedLinear, weight=lambda m: m.kernel.T, bias=lambda m: m.offset)
+    yield
+    unregister_linear_adapter(TransposedLinear)
+
+
+def test_registered_linear_like_type_is_swapped_exactly(transposed_adapter, kinds):
+    torch.manual_seed(0)
+    model = nn.Sequential(TransposedLinear(6, 5), nn.ReLU(), TransposedLinear(5, 4)).double()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    before = model(x)
+    result = swap(model, kinds["exact"])
+    assert [e.replaces for e in result] == [f"{__name__}.TransposedLinear"] * 2 and result.names == ["0", "2"]
+    assert [(e.in_features, e.out_features) for e in result] == [(6, 5), (5, 4)]
+    torch.testing.assert_close(model(x), before, rtol=0, atol=1e-14)
+    unswap(model, result)
+    assert type(model[0]) is TransposedLinear
+
+
+def test_unregistered_linear_like_type_is_not_a_linear_layer():
+    model = nn.Sequential(TransposedLinear(6, 5), nn.Linear(5, 4))
+    assert swap(model, "acdc").names == ["1"]
+    with pytest.raises(ValueError, match=r"'0' names modules that are not linear layers: 0 \(TransposedLinear\)"):
+        swap(nn.Sequential(TransposedLinear(6, 5), nn.Linear(5, 4)), "acdc", include="0")
+    with pytest.raises(TypeError, match="a class or its qualified name"):
+        structlin.register_linear_adapter(3, weight=lambda m: m.weight)
+
+
+def test_bad_adapter_is_a_clear_error():
+    # forgot the transpose: the weight reads (6, 5), so the bias should be (6,)
+    structlin.register_linear_adapter(TransposedLinear, weight=lambda m: m.kernel, bias=lambda m: m.offset)
+    try:
+        with pytest.raises(TypeError, match=r"must give a bias of shape \(6,\) or None, got \(5,\)"):
+            swap(nn.Sequential(TransposedLinear(6, 5)), "acdc")
+        structlin.register_linear_adapter(TransposedLinear, weight=lambda m: m.kernel.T, overwrite=True)
+        with pytest.raises(TypeError, match="adapter of TransposedLinear could not read the module: .*'bias'"):
+            swap(nn.Sequential(TransposedLinear(6, 5)), "acdc")
+    finally:
+        unregister_linear_adapter(TransposedLinear)
+
+
+class WithInnerLinear(StructuredLayer):
+    """A test kind that holds an ``nn.Linear`` inside: a second swap must not reach into it."""
+
+    exact_from_linear = True
+
+    def __init__(self, in_features, out_features, *, bias=True):
+        super().__init__(in_features, out_features)
+        self.inner = nn.Linear(in_features, out_features, bias=bias)
+
+    @classmethod
+    def from_linear(cls, linear, **options):
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        layer.inner.load_state_dict(linear.state_dict())
+        return layer
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_parts_of_structured_layers_are_not_swapped():
+    register_layer("test-swap-inner-linear")(WithInnerLinear)
+    try:
+        model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+        swap(model, "test-swap-inner-linear", include="0")
+        assert swap(model, "acdc").names == ["1"]
+        assert type(model[0].inner) is nn.Linear
+    finally:
+        structlin.unregister_layer("test-swap-inner-linear")
+
+
+def _random_linear(n_in, n_out, seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(n_in, n_out, dtype=torch.float64)
+
+
+def test_fit_stops_when_the_error_stalls_and_reports_progress(one_thread):
+    # a random dense matrix is far from any depth-1 cascade: the fit stalls early instead of running 500 iterations
+    linear = _random_linear(32, 32)
+    layer = ACDC(32, 32, depth=1, dtype=torch.float64)
+    seen = []
+    result = structlin.fitting.fit(layer, linear, callback=seen.append)
+    assert result.stop == "stalled" and result.iterations < 100
+    assert [p.iteration for p in seen] == list(range(10, result.iterations + 1, 10))
+    assert [p.stop for p in seen] == [None] * (len(seen) - 1) + ["stalled"]
+    assert seen[-1].relative_error == result.relative_error < result.start_error
+    # the matrix fit's error is the Frobenius error of weight and bias together, which is what random inputs
+    # measure on average
+    with torch.no_grad():
+        frobenius = torch.cat([layer.to_dense() - linear.weight, (layer.bias - linear.bias)[:, None]], 1).norm()
+        scale = torch.cat([linear.weight, linear.bias[:, None]], 1).norm()
+    assert result.relative_error == pytest.approx(float(frobenius / scale), rel=1e-9)
+    many = structlin.fitting.random_inputs(32, 20000, dtype=torch.float64)
+    assert relative_error(layer, linear, many) == pytest.approx(result.relative_error, rel=0.02)
+    # stall=0 never stops for a stall: it runs to the iteration limit (or L-BFGS's own convergence)
+    patient = structlin.fitting.fit(ACDC(32, 32, depth=1, dtype=torch.float64), linear, stall=0, max_iter=40)
+    assert patient.stop in ("iterations", "converged") and patient.iterations <= 40
+
+
+def test_fit_keeps_its_time_budget(one_thread):
+    linear = _random_linear(64, 64)
+    result = structlin.fitting.fit(ACDC(64, 64, depth=4, dtype=torch.float64), linear, stall=0, max_time=0.05,
+                                   window=2)
+    assert result.stop == "time" and result.iterations < 500
+
+
+def test_fit_arguments_are_checked():
+    linear = _random_linear(4, 4)
+    for bad in ({"max_iter": 0}, {"window": 1.5}, {"max_time": -1}, {"stall": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            structlin.fitting.fit(ACDC(4, 4), linear, **bad)
+
+
+def test_swap_fit_progress_verbose_and_budget(one_thread, capsys):
+    model = nn.Sequential(_random_linear(16, 16, 1), nn.ReLU(), _random_linear(16, 16, 2))
+    calls = []
+    result = swap(model, "acdc", preserve="fit", verbose=True, fit_callback=lambda name, p: calls.append(name))
+    err = capsys.readouterr().err
+    assert "structlin.swap: fit 1/2 0 (16→16): iteration 10" in err and "fit 2/2 2 (16→16)" in err
+    assert err.count("stopped: ") == 2
+    assert set(calls) == {"0", "2"}
+    assert all(e.fit is not None and e.fit.stop in ("stalled", "converged") for e in result)
+    assert f"fits: 2 layers, {sum(e.fit.iterations for e in result)} iterations" in str(result)
+    assert result.to_dict()["layers"][0]["fit"] == result.layers[0].fit.to_dict()
+
+    model = nn.Sequential(_random_linear(64, 64, 1), nn.ReLU(), _random_linear(64, 64, 2))
+    with pytest.warns(UserWarning, match=r"fit_budget=0.02 s cut the fits of 0, 2 short"):
+        budgeted = swap(model, "acdc", preserve="fit", depth=4, fit_budget=0.02, fit_stall=0)
+    assert [e.fit.stop for e in budgeted] == ["time", "time"]
+    with pytest.raises(ValueError, match="fit_budget must be a positive number"):
+        swap(Net(), "acdc", fit_budget=0)
+    with pytest.raises(ValueError, match=r"fit_stall must be a number in \[0, 1\)"):
+        swap(Net(), "acdc", fit_stall=1)
+
+
+def _mixed_swap(model, kinds):
+    """Every kind somewhere in ``model``: from_linear builds (lowrank, the exact test kind) and constructor
+    builds (acdc with a depth strategy, fastfood)."""
+    return [
+        swap(model, "acdc", include="blocks.*.attn.*", depth="log2", preserve="none"),
+        swap(model, "fastfood", include="blocks.0.mlp.*"),
+        swap(model, "lowrank", include="blocks.1.mlp.*", rank=3),
+        swap(model, kinds["exact"], include=["embed", "head"]),
+    ]
+
+
+def test_plan_rebuilds_the_structure_and_the_state_dict_reproduces_outputs(tmp_path, kinds):
+    torch.manual_seed(0)
+    model = Net()
+    results = _mixed_swap(model, kinds)
+    x = torch.randn(2, 5, 8)
+    expected = model(x)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps([r.to_plan() for r in results]))  # a list of plans is fine: applied in order
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+
+    torch.manual_seed(1)
+    fresh = Net()
+    applied = structlin.apply_plan(fresh, json.loads(path.read_text()))
+    assert applied.preserve == "plan" and sorted(applied.names) == sorted(n for r in results for n in r.names)
+    assert {e.start for e in applied} == {"from plan (load the weights)"}
+    assert not torch.equal(fresh(x), expected)
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))  # strict: every key matches
+    assert torch.equal(fresh(x), expected)
+
+    other = Net()
+    structlin.apply_plan(other, path)  # a path to the JSON file
+    other.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert torch.equal(other(x), expected)
+    with pytest.raises(RuntimeError, match="no longer holds"):
+        unswap(other, applied)  # the result of another model's apply_plan
+    unswap(fresh, applied)
+    assert not any(isinstance(m, StructuredLayer) for m in fresh.modules())
+
+
+def test_plan_is_json_and_says_what_it_rebuilds(kinds):
+    model = Net()
+    plan = swap(model, "lowrank", include="head", rank=2).to_plan()
+    assert plan == json.loads(json.dumps(plan))
+    assert plan["format"] == "structlin-swap-plan" and plan["version"] == 1
+    (entry,) = plan["layers"]
+    assert entry == {"names": ["head"], "replaces": "torch.nn.modules.linear.Linear", "in_features": 16,
+                     "out_features": 3, "kind": "lowrank", "build": "from_linear", "options": {"rank": 2},
+                     "tensors": {"U": [3, 2], "V": [2, 16], "bias": [3]}}
+    acdc = swap(model, "acdc", include="embed", depth=2).to_plan()["layers"][0]
+    assert acdc["build"] == "constructor" and acdc["options"] == {"bias": True, "depth": 2}
+    assert acdc["tensors"]["permutations"] == [1, 16]
+
+
+def test_plan_errors_name_the_layer(kinds):
+    with pytest.raises(TypeError, match=r"option activation=GELU.* of 'head' cannot be written to a JSON plan"):
+        swap(Net(), "acdc", include="head", activation=nn.GELU()).to_plan()
+    with pytest.raises(ValueError, match="dry run"):
+        swap(Net(), "acdc", include="head", dry_run=True).to_plan()
+    plan = swap(Net(), "acdc", include="head", depth=2).to_plan()
+    with pytest.raises(ValueError, match=r"replaces 'head', which this model does not have"):
+        structlin.apply_plan(nn.Sequential(nn.Linear(16, 3)), plan)
+    wrong_shape = Net()
+    wrong_shape.head = nn.Linear(16, 4)
+    with pytest.raises(ValueError, match=r"replaces 'head' as a 16→3 layer, but in this model it is 16→4"):
+        structlin.apply_plan(wrong_shape, plan)
+    swapped = Net()
+    structlin.apply_plan(swapped, plan)
+    with pytest.raises(ValueError, match=r"'head'.*is a ACDC, not a linear layer.*swapped already"):
+        structlin.apply_plan(swapped, plan)
+    changed = json.loads(json.dumps(plan))
+    changed["layers"][0]["tensors"]["A"] = [3, 16]
+    with pytest.raises(ValueError, match=r"rebuilding 'head' as 'acdc'.*the plan records"):
+        structlin.apply_plan(Net(), changed)
+    with pytest.raises(ValueError, match="not a structlin swap plan"):
+        structlin.apply_plan(Net(), {"layers": []})
+    with pytest.raises(ValueError, match="version 2 plan"):
+        structlin.apply_plan(Net(), {**plan, "version": 2})
+
+
+def test_importing_structlin_does_not_import_transformers():
+    # Hugging Face's Conv1D adapter is registered by name, so structlin never imports transformers itself
+    code = "import sys, structlin; assert 'transformers' not in sys.modules; print(structlin.swap.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "transformers.pytorch_utils.Conv1D" in linear_adapters()
