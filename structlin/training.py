@@ -11,10 +11,11 @@ def param_groups(model: nn.Module, *, quadratic_lr_scale: float = 0.1, lr: float
     """Optimizer parameter groups giving quadratic parameters their own learning rate ``lr · quadratic_lr_scale``.
 
     The ReLinear remedy for unstable quadratic training: the parameters every quadratic layer lists in
-    ``quadratic_parameters()`` (for :class:`~structlin.Quadratic`, all but the first-order part) train with the
-    scaled rate; everything else with ``lr`` (default ``1e-3``, Adam's default). Both groups set their own rate,
-    which overrides the optimizer's ``lr`` argument: pass the base rate here. Parameters with ``requires_grad=False`` are left out; each
-    parameter appears once. ``group_options`` (e.g. ``weight_decay``) go into both groups.
+    ``quadratic_parameters()`` (for :class:`~structlin.Quadratic` and the quadratic convolutions
+    :class:`~structlin.QuadraticConv1d`/``2d``/``3d``, all but the first-order part) train with the scaled rate;
+    everything else with ``lr`` (default ``1e-3``, Adam's default). Both groups set their own rate, which
+    overrides the optimizer's ``lr`` argument: pass the base rate here. Parameters with ``requires_grad=False``
+    are left out; each parameter appears once. ``group_options`` (e.g. ``weight_decay``) go into both groups.
 
     >>> optimizer = torch.optim.Adam(param_groups(model, lr=1e-3, quadratic_lr_scale=0.1))
     """

@@ -836,3 +836,131 @@ def test_importing_structlin_does_not_import_transformers():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "transformers.pytorch_utils.Conv1D" in linear_adapters()
+
+
+# ------------------------------------------------------------------------------------------------ convolutions
+class SmallCNN(nn.Module):
+    """A 1-D and a 2-D stage (strides, reflect and circular padding, groups, a bias-free conv) and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv1d(2, 4, 3, padding=1)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+            nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2, padding_mode="circular", bias=False), nn.ReLU(),
+        )
+        self.head = nn.Linear(8 * 4 * 4 + 4 * 8, 3)
+
+    def forward(self, x):  # x: (N, 8, 8)
+        image = self.features(x[:, None]).flatten(1)
+        sequence = self.stem(x[:, :2]).flatten(1)
+        return self.head(torch.cat([image, sequence], 1))
+
+
+CONV_NAMES = ["stem", "features.0", "features.2"]
+
+
+@pytest.mark.parametrize("options", [{"form": "fan"}, {"form": "xu"},
+                                     {"form": "lowrank", "rank": 2, "conv_options": {"quadratic_dilation": 2}}])
+def test_quadratic_swap_converts_convolutions_exactly(options):
+    torch.manual_seed(0)
+    model = SmallCNN()
+    x = torch.randn(3, 8, 8)
+    before = model(x)
+    result = swap(model, "quadratic", **options)
+    assert result.names == [*CONV_NAMES, "head"]
+    assert {e.method for e in result} == {"exact"} and {e.relative_error for e in result} == {0.0}
+    builds = {e.name: e.build for e in result}
+    assert builds == {"stem": "from_conv", "features.0": "from_conv", "features.2": "from_conv", "head": "from_linear"}
+    assert isinstance(model.stem, structlin.QuadraticConv1d)
+    assert isinstance(model.features[2], structlin.QuadraticConv2d)
+    assert torch.equal(model(x), before)  # float32, bit for bit
+    assert "1 linear layer and 3 convolutions → 'quadratic'" in str(result)
+    if "conv_options" in options:
+        assert model.stem.quadratic_dilation == (2,) and model.head.form.name == "lowrank"
+    unswap(model, result)
+    assert type(model.features[0]) is nn.Conv2d and torch.equal(model(x), before)
+
+
+def test_conv_swap_follows_patterns_min_features_preserve_and_dry_run():
+    torch.manual_seed(0)
+    model = SmallCNN()
+    assert swap(SmallCNN(), "quadratic", include="features.*").names == ["features.0", "features.2"]
+    assert swap(SmallCNN(), "quadratic", exclude=["stem", "head"]).names == ["features.0", "features.2"]
+    assert swap(SmallCNN(), "quadratic", min_features=2).names == ["stem", "features.2", "head"]
+    assert swap(SmallCNN(), "acdc", depth=2).names == ["head"]  # a kind without convolutional layers
+    dry = swap(model, "quadratic", form="xu", dry_run=True)
+    assert type(model.stem) is nn.Conv1d and len(dry) == 4
+    assert dry.layers[0].params_after == 3 * dry.layers[0].params_before
+    x = torch.randn(2, 8, 8)
+    calibrated = swap(SmallCNN(), "quadratic", form="xu", preserve="none", include="features.2", calibration=x)
+    (entry,) = calibrated.layers
+    assert entry.method == "init" and entry.build == "constructor" and entry.error_inputs == "calibration"
+    assert entry.relative_error > 0.1  # a fresh layer (its default init: a random first-order part)
+    fitted = swap(SmallCNN(), "quadratic", preserve="fit", include="stem", calibration=x)
+    assert fitted.layers[0].method == "exact" and fitted.layers[0].relative_error == 0.0
+
+
+def test_conv_swap_keeps_dtype_mode_hooks_frozen_and_channels_last():
+    torch.manual_seed(0)
+    model = SmallCNN().double().eval()
+    model.features[0].requires_grad_(False)
+    model.features.to(memory_format=torch.channels_last)
+    calls = []
+    model.features[2].register_forward_hook(lambda module, args, out: calls.append(type(module).__name__))
+    x = torch.randn(2, 8, 8, dtype=torch.float64)
+    before = model(x)
+    result = swap(model, "quadratic", form="xu")
+    assert torch.equal(model(x), before) and calls == ["Conv2d", "QuadraticConv2d"]
+    layer = model.features[0]
+    assert not layer.training and not any(p.requires_grad for p in layer.parameters())
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert result.layers[2].hooks_moved == 1
+
+
+def test_conv_swap_errors_are_clear():
+    with pytest.raises(TypeError, match=r"could not build a 'quadratic' convolution for 'stem'.*branch.*conv_options"):
+        swap(SmallCNN(), "quadratic", branch="acdc", depth=2)
+    assert swap(SmallCNN(), "quadratic", branch="acdc", depth=2, exclude=["stem", "features.*"]).names == ["head"]
+    with pytest.raises(ValueError, match="the model itself is a Conv2d"):
+        swap(nn.Conv2d(2, 2, 3), "quadratic")
+    with pytest.raises(TypeError, match="conv_options must be a dict"):
+        swap(SmallCNN(), "quadratic", conv_options=2)
+
+
+def test_conv_swap_plan_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = SmallCNN()
+    result = swap(model, "quadratic", form="lowrank", rank=2, conv_options={"quadratic_dilation": 2})
+    with torch.no_grad():  # trained quadratic terms, so that the reload is what carries them
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 8, 8)
+    expected = model(x)
+    plan = json.loads(json.dumps(result.to_plan()))
+    entry = plan["layers"][0]
+    assert entry["replaces"] == "torch.nn.modules.conv.Conv1d" and entry["build"] == "from_conv"
+    assert entry["options"] == {"form": "lowrank", "rank": 2, "quadratic_dilation": 2}
+    assert entry["tensors"]["branches.x_atrous.weight_u"] == [2, 2, 3]
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    torch.manual_seed(1)
+    fresh = SmallCNN()
+    applied = structlin.apply_plan(fresh, plan)
+    assert sorted(applied.names) == sorted(result.names)
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert torch.equal(fresh(x), expected)
+    unswap(fresh, applied)
+    assert type(fresh.stem) is nn.Conv1d
+    none = swap(SmallCNN(), "quadratic", form="xu", preserve="none", include="features.2").to_plan()
+    assert none["layers"][0]["build"] == "constructor" and none["layers"][0]["options"] == {"bias": False, "form": "xu"}
+    rebuilt = SmallCNN()
+    structlin.apply_plan(rebuilt, none)
+    assert isinstance(rebuilt.features[2], structlin.QuadraticConv2d) and rebuilt.features[2].groups == 2
+    wrong = json.loads(json.dumps(plan))
+    wrong["layers"][0]["build"] = "from_linear"
+    with pytest.raises(ValueError, match=r"builds 'stem' with 'from_linear', but in this model it is a Conv1d"):
+        structlin.apply_plan(SmallCNN(), wrong)
+    changed = SmallCNN()
+    changed.stem = nn.Conv1d(2, 5, 3)
+    with pytest.raises(ValueError, match=r"replaces 'stem' as a 2→4 layer, but in this model it is 2→5"):
+        structlin.apply_plan(changed, plan)

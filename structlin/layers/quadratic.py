@@ -9,14 +9,15 @@ from ..costs import Cost
 from ..strategies.quadratic_init import QuadraticInit, resolve_quadratic_init
 from ._checks import check_compute_dtype, check_rank
 from .base import StructuredLayer, register_layer
-from .branches import Branch, Part, branch_needs_rank, make_branch
+from .branches import Part, branch_needs_rank, make_branch
 from .quadratic_forms import QuadraticForm, resolve_form
+from .quadratic_parts import QuadraticParts
 
 __all__ = ["Quadratic"]
 
 
 @register_layer("quadratic")
-class Quadratic(StructuredLayer):
+class Quadratic(QuadraticParts, StructuredLayer):
     r"""A layer of factorized quadratic neurons.
 
     Forms (``⊙`` is the elementwise product; every ``W`` maps to ``out_features`` unless said otherwise):
@@ -114,49 +115,12 @@ class Quadratic(StructuredLayer):
     def _dtype_source(self) -> torch.Tensor:
         return next(self.parameters())
 
-    # ------------------------------------------------------------------------------------------ parts
-    def _branch(self, name: str) -> Branch:
-        if name not in self._group_of:
-            raise ValueError(f"unknown part {name!r} of form {type(self.form).__name__}; parts: {list(self._group_of)}")
-        return self.branches[self._group_of[name]]
-
-    def reset_part(self, name: str) -> None:
-        """Redraw part ``name`` as a random linear map of ``nn.Linear``'s scale."""
-        self._branch(name).reset_part(name)
-
-    def set_constant(self, name: str, value: float) -> None:
-        """Make part ``name`` output the constant ``value`` (zero weights, or zero scale for structured parts)."""
-        self._branch(name).set_constant(name, value)
-
-    def part_dense(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Part ``name`` as ``(weight (size, in), bias or None)``: the part computes ``x_in @ weight.T + bias``."""
-        return self._branch(name).part_dense(name)
-
-    def _parameters_of(self, first_order: bool) -> list[nn.Parameter]:
-        specs = [spec for spec in self.form.parts if spec.first_order == first_order]
-        return [p for spec in specs for p in self._branch(spec.name).part_parameters(spec.name)]
-
-    def quadratic_parameters(self) -> list[nn.Parameter]:
-        """The parameters of every part except the first-order one (the ones ReLinear trains more slowly)."""
-        return self._parameters_of(first_order=False)
-
-    def first_order_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the first-order part (the one that carries the map of :meth:`from_linear`)."""
-        return self._parameters_of(first_order=True)
-
     def reset_parameters(self) -> None:
         """Set every part with the init strategy (structured parts keep their permutations once drawn)."""
         self.prepare_reset()
         self.init.init_(self)
 
     # ------------------------------------------------------------------------------------------ compute
-    def _run(self, source: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs: dict[str, torch.Tensor] = {}
-        for key, branch in self.branches.items():
-            if self._group_input[key] == source:
-                outputs.update(branch(value))
-        return outputs
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features)`` → ``(..., out_features)``."""
         self._check_input(x)
@@ -174,11 +138,7 @@ class Quadratic(StructuredLayer):
         total = self.form.elementwise_cost(rows, self.in_features, self.out_features, self.rank, itemsize)
         for branch in self.branches.values():
             total = total + branch.cost(rows)
-        for source, size in self.form.inputs.items():
-            uses = self.form.reads.get(source, 0) + sum(
-                branch.input_uses for key, branch in self.branches.items() if self._group_input[key] == source)
-            total = total + Cost(backward_flops=max(uses - 1, 0) * rows * self._sizes[size])
-        return total
+        return total + self._gradient_sums({s: rows * self._sizes[size] for s, size in self.form.inputs.items()})
 
     def to_dense(self) -> torch.Tensor:
         """Raises ``TypeError``: a quadratic layer is not a linear map (see :meth:`part_dense`)."""

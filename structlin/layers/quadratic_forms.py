@@ -4,6 +4,12 @@ A form lists its parts (:class:`PartSpec`: name, which input it reads, output si
 layer's first-order map, and its value under ``init="linear-start"``) and computes the output from a function
 ``run(input_name, tensor) -> {part: output}`` that evaluates every part reading that input.
 
+One registry serves every layer built from forms: :class:`~structlin.Quadratic`, where a part is a linear map
+of the last dimension, and :class:`~structlin.QuadraticConv2d` (1-D and 3-D alike), where a part is a
+convolution and tensors are ``(N, C, *spatial)``. A form's ``combine`` only takes elementwise products and sums of
+whole tensors, so it runs unchanged on both; what a convolutional layer needs besides is where each input lies
+(:meth:`QuadraticForm.on_input_grid`) and the element counts its ``elementwise_cost`` is given.
+
 Register your own with ``@QUADRATIC_FORMS.register("name")`` on a :class:`QuadraticForm` subclass.
 """
 
@@ -64,8 +70,22 @@ class QuadraticForm:
 
     def elementwise_cost(self, rows: int, in_features: int, out_features: int, rank: int | None, itemsize: int) -> Cost:
         """FLOPs of the form's own elementwise ops and the bytes of the activations they save (the sums of the
-        gradients of an input read more than once are counted by the layer, from ``reads`` and the branches)."""
+        gradients of an input read more than once are counted by the layer, from ``reads`` and the branches).
+
+        The ops are elementwise, so every term is a count per element of a tensor of ``in_features``,
+        ``out_features`` or ``rank`` values per row, times ``rows``. A convolutional layer calls it with
+        ``rows = 1`` and, as the sizes, the element counts of its whole tensors: ``N · C_in · (input positions)``,
+        ``N · C_out · (output positions)`` and ``N · rank · (output positions)``.
+        """
         raise NotImplementedError
+
+    def on_input_grid(self, source: str) -> bool:
+        """Whether input ``source`` lies on the grid of the layer's input (``x`` and what the form computes from it
+        elementwise, such as ``x ⊙ x``) rather than on the output grid (what it computes from the parts'
+        outputs, such as ``(U x) ⊙ (V x)``). A convolutional layer reads the first with convolutions of its
+        kernel and the second with 1×1 convolutions. By default the inputs of size ``"in"`` are on the input
+        grid; override this for a form where that does not hold."""
+        return self.inputs[source] == "in"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

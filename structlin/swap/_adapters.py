@@ -7,6 +7,9 @@ their own type with :func:`register_linear_adapter`.
 
 Types match exactly (a subclass needs its own adapter): a subclass may be read by its parent in ways a
 replacement cannot serve, as ``nn.MultiheadAttention`` reads its ``out_proj``.
+
+Convolutions (``nn.Conv1d``, ``nn.Conv2d``, ``nn.Conv3d``, exactly those types) have a :class:`ConvAdapter`: they
+are swapped only to a kind with a convolutional layer of their dimension (:mod:`structlin.swap._convs`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from torch import nn
 
 from ..registry import Registry
 
-__all__ = ["LinearAdapter", "register_linear_adapter", "unregister_linear_adapter", "linear_adapter",
-           "linear_adapters", "type_name"]
+__all__ = ["LinearAdapter", "ConvAdapter", "register_linear_adapter", "unregister_linear_adapter", "linear_adapter",
+           "linear_adapters", "conv_adapter", "type_name"]
 
 _ADAPTERS: Registry["LinearAdapter"] = Registry("linear adapter")
 
@@ -41,6 +44,14 @@ class LinearAdapter:
 
     weight: Callable[[nn.Module], torch.Tensor]
     bias: Callable[[nn.Module], torch.Tensor | None]
+
+    #: what swap builds the replacement from: ``from_linear`` of a registered kind
+    family = "linear"
+
+    def features(self, module: nn.Module) -> tuple[int, int]:
+        """``(in_features, out_features)`` of the module."""
+        out_features, in_features = self.read(module)[0].shape
+        return in_features, out_features
 
     def read(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The module's ``(W, b)``, checked: ``W`` 2-D floating point, ``b`` ``None`` or ``(out,)``."""
@@ -72,6 +83,29 @@ class LinearAdapter:
             linear.bias = nn.Parameter(bias.detach(), requires_grad=False)
         linear.train(module.training)
         return linear
+
+
+@dataclass(frozen=True)
+class ConvAdapter:
+    """How swap sees an ``nn.Conv{dims}d``: by its channels; the kind's convolutional class reads the module itself
+    (``from_conv``)."""
+
+    dims: int
+
+    family = "conv"
+
+    def features(self, module: nn.Module) -> tuple[int, int]:
+        """``(in_channels, out_channels)`` of the module."""
+        return module.in_channels, module.out_channels
+
+
+_CONV_TYPES = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+
+
+def conv_adapter(module: nn.Module) -> ConvAdapter | None:
+    """The adapter of an ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` (exactly these types), else ``None``."""
+    dims = _CONV_TYPES.get(type(module))
+    return None if dims is None else ConvAdapter(dims)
 
 
 def register_linear_adapter(

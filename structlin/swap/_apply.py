@@ -8,6 +8,8 @@ from typing import Any
 from torch import nn
 
 from ..layers.base import layer_class
+from ..layers.conv_layers import conv_layer_class
+from ._convs import CONV_BUILDS, build_conv_layer, conv_dims
 from ._modules import count_parameters, find_linear_like, install
 from ._plan import read_plans
 from ._result import SwapResult, SwappedLayer
@@ -29,8 +31,8 @@ def _lookup(model: nn.Module, name: str, by_name: dict) -> Any:
 
 
 def apply_plan(model: nn.Module, plan: Any) -> SwapResult:
-    """Replace ``model``'s linear layers as ``plan`` says, so that the ``state_dict`` of the model the plan was
-    made from loads into it and reproduces its outputs.
+    """Replace ``model``'s linear layers (and convolutions) as ``plan`` says, so that the ``state_dict`` of the
+    model the plan was made from loads into it and reproduces its outputs.
 
     Args:
         model: a model with the original (dense) layers under the plan's names, e.g. freshly built from the same
@@ -52,20 +54,30 @@ def apply_plan(model: nn.Module, plan: Any) -> SwapResult:
     params_before = count_parameters(model)
     records = []
     for entry in entries:
-        by_name = {name: c for c in find_linear_like(model) for name in c.names}
+        by_name = {name: c for c in find_linear_like(model, conv_dims(entry["kind"])) for name in c.names}
         candidates = [_lookup(model, name, by_name) for name in entry["names"]]
         candidate = candidates[0]
         first = entry["names"][0]
         if any(c.module is not candidate.module for c in candidates):
             raise ValueError(f"the plan replaces one layer registered as {entry['names']}, but in this model they "
                              "are different modules")
-        linear = candidate.adapter.as_linear(candidate.module)
         shape = (entry["in_features"], entry["out_features"])
-        if (linear.in_features, linear.out_features) != shape:
+        found = candidate.adapter.features(candidate.module)
+        if found != shape:
             raise ValueError(f"the plan replaces {first!r} as a {shape[0]}→{shape[1]} layer, but in this model it "
-                             f"is {linear.in_features}→{linear.out_features}")
-        cls = layer_class(entry["kind"])
-        layer, options = build_layer(cls, entry["kind"], entry["build"], linear, entry["options"], first)
+                             f"is {found[0]}→{found[1]}")
+        conv = candidate.adapter.family == "conv"
+        builds = set(CONV_BUILDS.values()) if conv else set(CONV_BUILDS)
+        if entry["build"] not in builds:
+            raise ValueError(f"the plan builds {first!r} with {entry['build']!r}, but in this model it is a "
+                             f"{type(candidate.module).__name__}, which is built with one of {sorted(builds)}")
+        if conv:
+            cls = conv_layer_class(entry["kind"], candidate.adapter.dims)
+            layer, options = build_conv_layer(cls, entry["kind"], entry["build"], candidate.module, entry["options"],
+                                              first)
+        else:
+            cls, linear = layer_class(entry["kind"]), candidate.adapter.as_linear(candidate.module)
+            layer, options = build_layer(cls, entry["kind"], entry["build"], linear, entry["options"], first)
         tensors = {key: list(t.shape) for key, t in layer.state_dict().items()}
         if tensors != entry["tensors"]:
             raise ValueError(f"rebuilding {first!r} as {entry['kind']!r} with options {entry['options']} gives the "

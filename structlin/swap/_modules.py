@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..layers.base import StructuredLayer
-from ._adapters import LinearAdapter, linear_adapter
+from ._adapters import ConvAdapter, LinearAdapter, conv_adapter, linear_adapter
 
 __all__ = ["Candidate", "find_linear_like", "other_modules", "shared_with", "count_parameters", "install",
            "move_hooks", "parent_of"]
@@ -27,11 +27,11 @@ _COUNTED_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks",
 
 @dataclass
 class Candidate:
-    """A linear-like module of the model, with every qualified name it is registered under."""
+    """A linear-like module (or a convolution) of the model, with every qualified name it is registered under."""
 
     module: nn.Module
     names: list[str]
-    adapter: LinearAdapter
+    adapter: LinearAdapter | ConvAdapter
 
 
 def _inside_structured(name: str, structured: set[str]) -> bool:
@@ -39,16 +39,19 @@ def _inside_structured(name: str, structured: set[str]) -> bool:
     return any(".".join(parts[:i]) in structured for i in range(1, len(parts)))
 
 
-def find_linear_like(model: nn.Module) -> list[Candidate]:
-    """Every module below ``model`` whose exact type has a linear adapter, in module order, except the parts of
-    structured layers (their internals are not the model's layers)."""
+def find_linear_like(model: nn.Module, conv_dims: tuple[int, ...] = ()) -> list[Candidate]:
+    """Every module below ``model`` whose exact type has a linear adapter, and the ``nn.Conv{d}d`` for ``d`` in
+    ``conv_dims``, in module order, except the parts of structured layers (their internals are not the model's
+    layers)."""
     modules = list(model.named_modules(remove_duplicate=False))
     structured = {name for name, module in modules if isinstance(module, StructuredLayer)}
     found: dict[int, Candidate] = {}
     for name, module in modules:
         if not name or _inside_structured(name, structured):
             continue
-        adapter = linear_adapter(module)
+        adapter = linear_adapter(module) or conv_adapter(module)
+        if isinstance(adapter, ConvAdapter) and adapter.dims not in conv_dims:
+            continue
         if adapter is not None:
             found.setdefault(id(module), Candidate(module, [], adapter)).names.append(name)
     return list(found.values())

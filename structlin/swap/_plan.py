@@ -12,8 +12,10 @@ A plan is ``{"format": "structlin-swap-plan", "version": 1, "layers": [entry, â€
 ``build`` says how :func:`~structlin.apply_plan` builds the layer again: ``"constructor"`` calls
 ``StructuredLayer.create(kind, in_features, out_features, **options)``, ``"from_linear"`` calls the kind's
 ``from_linear`` on the module found under the name (a start from the fresh model's weights, overwritten when the
-saved ``state_dict`` is loaded). ``tensors`` lets it check that the rebuilt layer has the structure the weights
-were saved from.
+saved ``state_dict`` is loaded). For a convolution (``"replaces": "torch.nn.modules.conv.Conv2d"``, the features
+being channels) ``"from_conv"`` calls the kind's convolutional class's ``from_conv`` on it, and ``"constructor"``
+that class with the convolution's arguments (kernel, stride, padding, â€¦ are read from the fresh model's module).
+``tensors`` lets it check that the rebuilt layer has the structure the weights were saved from.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ VERSION = 1
 #: the file name the save/reload recipe uses next to a saved model
 PLAN_FILE = "structlin_plan.json"
 _KEYS = ("names", "replaces", "in_features", "out_features", "kind", "build", "options", "tensors")
-BUILDS = ("constructor", "from_linear")
+BUILDS = ("constructor", "from_linear", "from_conv")
 
 
 def _json_ready(value: Any, where: str) -> Any:

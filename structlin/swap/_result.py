@@ -24,7 +24,7 @@ class SwappedLayer:
         names: every qualified name under which the module was registered (one unless it is shared).
         in_features, out_features: its shape.
         kind: the layer kind it was (or would be) replaced by.
-        method: how the replacement started: ``"exact"`` (``from_linear``, exact), ``"closed-form"``
+        method: how the replacement started: ``"exact"`` (``from_linear`` or ``from_conv``, exact), ``"closed-form"``
             (``from_linear``, approximate), ``"closed-form+fit"``, ``"fit"`` (least squares on the weights),
             ``"fit-calibration"`` (least squares on the calibration inputs), ``"init"`` (random init), or
             ``"plan"`` (built by :func:`~structlin.apply_plan`, its values to come from a ``state_dict``).
@@ -34,10 +34,12 @@ class SwappedLayer:
         error_inputs: ``"calibration"`` or ``"random"``: which inputs ``relative_error`` was measured on.
         params_before, params_after: parameter counts of the module and of its replacement.
         hooks_moved: number of hooks moved from the module to its replacement.
-        linear: the original module (with its weights as they were), kept for :func:`~structlin.unswap`.
+        linear: the original module (with its weights as they were; a convolution for a conv swap), kept for
+            :func:`~structlin.unswap`.
         layer: the replacement (``None`` in a dry run).
         replaces: the original module's type, ``"module.ClassName"``.
-        build: how the replacement was built, ``"constructor"`` or ``"from_linear"`` (what a plan records).
+        build: how the replacement was built, ``"constructor"``, ``"from_linear"`` or (convolutions)
+            ``"from_conv"`` (what a plan records).
         options: the options the replacement was built with (``from_linear``'s or the constructor's).
         fit: what the least-squares fit did (a :class:`~structlin.fitting.FitResult`), or ``None`` without one.
         tied_to: names of parameters outside the module that shared its weights (it was untied), else empty.
@@ -157,7 +159,10 @@ class SwapResult:
         rows.append(("model", "", "", "", "", "", f"{self.params_before:,}", f"{self.params_after:,}"))
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
         align = ["<", "<", "<", "<", ">", "<", ">", ">"]
-        count = f"{len(self.layers)} linear layer{'' if len(self.layers) == 1 else 's'}"
+        convs = sum(e.replaces.startswith("torch.nn.modules.conv.") for e in self.layers)
+        count = f"{len(self.layers) - convs} linear layer{'' if len(self.layers) - convs == 1 else 's'}"
+        if convs:
+            count = (count + " and " if convs < len(self.layers) else "") + f"{convs} convolution{'s' * (convs > 1)}"
         lines = [("dry run: " if self.dry_run else "") + f"{count} → {self.kind!r} (preserve={self.preserve!r})"]
         for i, row in enumerate([head, *rows]):
             if i == 1 or i == len(rows):

@@ -11,12 +11,14 @@ from torch import nn
 
 from ..fitting import FitProgress, FitResult, check_stall, fit, relative_error
 from ..layers.base import StructuredLayer, available_layers, layer_class
-from ._adapters import linear_adapter, type_name
+from ..layers.conv_layers import conv_layer_class
+from ._adapters import conv_adapter, linear_adapter, type_name
+from ._convs import CONV_BUILDS, build_conv_layer, choose_conv_start, conv_dims, conv_relative_error, gather_conv_inputs
 from ._modules import (Candidate, count_parameters, find_linear_like, install, move_hooks, other_modules, parent_of,
                        shared_with)
 from ._result import SwapResult, SwappedLayer
 from ._select import check_patterns, parse_patterns, select
-from ._starts import PRESERVE, choose_start
+from ._starts import PRESERVE, Start, choose_start
 
 __all__ = ["swap", "unswap", "TIED"]
 
@@ -45,13 +47,18 @@ def build_layer(cls: type, kind: str, build: str, linear: nn.Linear, options: di
 
 
 def _calibration_inputs(model: nn.Module, calibration: Any, targets: Iterable[Candidate]) -> dict[int, torch.Tensor]:
-    """Run ``model`` on the calibration batch once and keep what each target module received."""
+    """Run ``model`` on the calibration batch once and keep what each target module received (rows of
+    ``in_features`` for linear layers, whole inputs for convolutions)."""
     seen: dict[int, list[torch.Tensor]] = {}
+    convs = {id(c.module) for c in targets if c.adapter.family == "conv"}
 
-    def keep(in_features: int):
+    def keep(candidate: Candidate):
+        if id(candidate.module) in convs:
+            return lambda module, args: seen.setdefault(id(module), []).append(args[0].detach())
+        in_features = candidate.adapter.features(candidate.module)[0]
         return lambda module, args: seen.setdefault(id(module), []).append(args[0].detach().reshape(-1, in_features))
 
-    handles = [c.module.register_forward_pre_hook(keep(c.adapter.read(c.module)[0].shape[1])) for c in targets]
+    handles = [c.module.register_forward_pre_hook(keep(c)) for c in targets]
     try:
         with torch.no_grad():
             if isinstance(calibration, dict):
@@ -63,7 +70,33 @@ def _calibration_inputs(model: nn.Module, calibration: Any, targets: Iterable[Ca
     finally:
         for handle in handles:
             handle.remove()
-    return {key: torch.cat(chunks) for key, chunks in seen.items()}
+    return {key: gather_conv_inputs(chunks) if key in convs else torch.cat(chunks) for key, chunks in seen.items()}
+
+
+class _Replacement:
+    """How one target is replaced: its start, how it is built (what a plan records), and its error measure."""
+
+    def __init__(self, cls: type, kind: str, candidate: Candidate, options: dict, start: Start, preserve: str):
+        self.module, self.name = candidate.module, candidate.names[0]
+        if candidate.adapter.family == "conv":
+            self.cls = conv_layer_class(kind, candidate.adapter.dims)
+            self.start = choose_conv_start(self.cls, preserve)
+            self.build = CONV_BUILDS[self.start.build]
+            self.linear = None
+        else:
+            self.cls, self.start, self.build = cls, start, start.build
+            self.linear = candidate.adapter.as_linear(candidate.module)
+        self.kind, self.options = kind, options
+
+    def make(self) -> tuple[nn.Module, dict]:
+        if self.linear is None:
+            return build_conv_layer(self.cls, self.kind, self.build, self.module, self.options, self.name)
+        return build_layer(self.cls, self.kind, self.build, self.linear, self.options, self.name)
+
+    def error(self, layer: nn.Module, x: torch.Tensor | None) -> float:
+        if self.linear is None:
+            return conv_relative_error(layer, self.module, x)
+        return relative_error(layer, self.linear, x)
 
 
 class _Fits:
@@ -119,7 +152,8 @@ def _check_arguments(model, kind, preserve, tied, min_features, fit_iterations, 
                                    or not fit_budget > 0):
         raise ValueError(f"fit_budget must be a positive number of seconds or None, got {fit_budget!r}")
     check_stall(fit_stall, "fit_stall")
-    if linear_adapter(model) is not None:
+    conv = conv_adapter(model)
+    if linear_adapter(model) is not None or (conv is not None and conv.dims in conv_dims(kind)):
         raise ValueError(f"swap replaces submodules in place; the model itself is a {type(model).__name__}, so wrap "
                          "it first (e.g. nn.Sequential(model))")
     return cls
@@ -141,12 +175,17 @@ def swap(
     fit_stall: float = 1e-2,
     verbose: bool = False,
     fit_callback: Callable[[str, FitProgress], None] | None = None,
+    conv_options: dict | None = None,
     **layer_options,
 ) -> SwapResult:
     """Replace ``model``'s linear layers by layers of a registered ``kind``, in place.
 
     Linear layers are the modules whose exact type has a linear adapter: ``nn.Linear``, Hugging Face's ``Conv1D``,
-    and any type registered with :func:`structlin.register_linear_adapter`.
+    and any type registered with :func:`structlin.register_linear_adapter`. A kind with convolutional layers
+    (``"quadratic"``: :class:`~structlin.QuadraticConv2d` and its 1-D and 3-D siblings) also replaces
+    ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` (exactly these types), with the same rules (patterns,
+    ``min_features`` on the channels, tied weights), by its ``from_conv`` (exact) or, with ``preserve="none"``,
+    its constructor. ``layer_options`` go to both (``form``, ``rank``), ``conv_options`` to convolutions only.
 
     Args:
         model: any ``nn.Module``; it stays a normal module (``state_dict``, ``torch.compile``, ``torch.save``).
@@ -176,6 +215,9 @@ def swap(
         verbose: print each fit's progress (every 10 iterations) to stderr.
         fit_callback: called as ``fit_callback(name, progress)`` with a :class:`~structlin.fitting.FitProgress`
             every 10 iterations of each fit.
+        conv_options: options for the convolutions only, over ``layer_options`` (e.g.
+            ``{"quadratic_dilation": 2}``: the atrous quadratic term). A linear-only option (``branch="acdc"``) with
+            a model that has convolutions needs ``exclude`` (or ``include``) to leave them out.
         **layer_options: passed to the kind's constructor (or ``from_linear``), e.g. ``rank=16`` or ``depth=4``;
             ``bias`` defaults to whether the layer has one. Per-pattern options of ``include`` override these.
 
@@ -190,10 +232,12 @@ def swap(
         ``to_plan()`` records the new structure for :func:`structlin.apply_plan`.
     """
     cls = _check_arguments(model, kind, preserve, tied, min_features, fit_iterations, fit_budget, fit_stall)
+    if conv_options is not None and not isinstance(conv_options, dict):
+        raise TypeError(f"conv_options must be a dict of layer options or None, got {conv_options!r}")
     include_p = parse_patterns(include, "include", with_options=True)
     exclude_p = parse_patterns(exclude, "exclude", with_options=False)
 
-    candidates = find_linear_like(model)
+    candidates = find_linear_like(model, conv_dims(kind))
     all_names = [name for c in candidates for name in c.names]
     others = other_modules(model, candidates) if include_p or exclude_p else {}
     check_patterns(include_p, "include", all_names, others)
@@ -204,14 +248,15 @@ def swap(
     for candidate, options in zip(candidates, select([c.names for c in candidates], include_p, exclude_p)):
         if options is None:
             continue
-        out_features, in_features = candidate.adapter.read(candidate.module)[0].shape
+        in_features, out_features = candidate.adapter.features(candidate.module)
         if min(in_features, out_features) < min_features:
             continue
         shared = shared_with(model, candidate)
         if shared and tied == "skip":
             skipped[candidate.names[0]] = shared
             continue
-        targets.append((candidate, {**layer_options, **options}, shared))
+        family = {**layer_options, **(conv_options or {})} if candidate.adapter.family == "conv" else layer_options
+        targets.append((candidate, {**family, **options}, shared))
     if skipped:
         listing = "; ".join(f"{name} (shares {', '.join(shared)})" for name, shared in skipped.items())
         warnings.warn(f"swap: left alone {len(skipped)} layer(s) whose weights are tied to other modules: {listing}. "
@@ -224,32 +269,35 @@ def swap(
     inputs = _calibration_inputs(model, calibration, [t[0] for t in targets]) if calibrated and targets else {}
     params_before = count_parameters(model)
     start = choose_start(cls, preserve, calibrated)
-    fits = _Fits(len(targets) if start.fits else 0, budget=fit_budget, stall=fit_stall, iterations=fit_iterations,
-                 verbose=verbose, callback=fit_callback)
+    replacements = [_Replacement(cls, kind, candidate, options, start, preserve) for candidate, options, _ in targets]
+    fits = _Fits(sum(r.start.fits for r in replacements), budget=fit_budget, stall=fit_stall,
+                 iterations=fit_iterations, verbose=verbose, callback=fit_callback)
 
     records = []
-    for candidate, options, shared in targets:
+    for (candidate, options, shared), replacement in zip(targets, replacements):
         module, names = candidate.module, candidate.names
-        linear = candidate.adapter.as_linear(module)
+        in_features, out_features = candidate.adapter.features(module)
         record = SwappedLayer(
-            names=names, in_features=linear.in_features, out_features=linear.out_features, kind=kind,
-            method=start.method, relative_error=None, error_inputs="calibration" if calibrated else "random",
+            names=names, in_features=in_features, out_features=out_features, kind=kind,
+            method=replacement.start.method, relative_error=None,
+            error_inputs="calibration" if calibrated else "random",
             params_before=sum(p.numel() for p in module.parameters()), params_after=0, hooks_moved=0,
-            linear=module, layer=None, replaces=type_name(type(module)), build=start.build, tied_to=list(shared),
+            linear=module, layer=None, replaces=type_name(type(module)), build=replacement.build,
+            tied_to=list(shared),
         )
         records.append(record)
         if dry_run:  # built off the model to count it, without touching torch's RNG
             with torch.random.fork_rng(devices=[]):
-                layer, record.options = build_layer(cls, kind, start.build, linear, options, names[0])
+                layer, record.options = replacement.make()
             record.params_after = sum(p.numel() for p in layer.parameters())
             continue
         x = inputs.get(id(module))
         if calibrated and x is None:
             raise ValueError(f"the calibration batch never reached {names[0]!r}, so it cannot be fitted on it")
-        layer, record.options = build_layer(cls, kind, start.build, linear, options, names[0])
-        if start.fits:
-            record.fit = fits.run(layer, linear, x, names[0])
-        record.relative_error = relative_error(layer, linear, x)
+        layer, record.options = replacement.make()
+        if replacement.start.fits:
+            record.fit = fits.run(layer, replacement.linear, x, names[0])
+        record.relative_error = replacement.error(layer, x)
         record.params_after = sum(p.numel() for p in layer.parameters())
         record.hooks_moved = install(model, names, module, layer)
         record.layer = layer
