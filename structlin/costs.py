@@ -23,6 +23,8 @@ __all__ = [
     "rfft_flops",
     "dct_flops",
     "idct_flops",
+    "dctn_flops",
+    "dct1_flops",
     "fwht_flops",
 ]
 
@@ -79,6 +81,34 @@ def idct_flops(n: int) -> int:
     return rfft_flops(n) + 3 * n
 
 
+def dctn_flops(sizes) -> int:
+    """FLOPs of one DCT-II (or its inverse) over several dimensions of lengths ``sizes`` (one block of the
+    transformed dimensions; multiply by the number of such blocks in a tensor).
+
+    With ``P = Π sizes`` and ``n_j`` the last size: one real n-D FFT of ``P`` points (``2.5 P log2 P``), for each
+    dimension but the last one complex map ``p Z + q Z_mirrored`` on each of the ``P / n_j · (n_j//2 + 1)`` bins
+    (two complex multiplies and one complex add: 14), and the last dimension's twiddle pass (``3 P``). For one
+    dimension this is :func:`dct_flops`.
+    """
+    sizes = [int(n) for n in sizes]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"transform lengths must be >= 1 (and at least one), got {sizes}")
+    total = 1
+    for n in sizes:
+        total *= n
+    bins = total // sizes[-1] * (sizes[-1] // 2 + 1)
+    return rfft_flops(total) + 14 * bins * (len(sizes) - 1) + 3 * total
+
+
+def dct1_flops(n: int, scaled_ends: bool = False) -> int:
+    """FLOPs of one DCT-I (or its inverse) of length ``n ≥ 2``: one real FFT of the even extension, length
+    ``2(n − 1)``, ``n`` multiplies for the normalization of the outputs and, when ``scaled_ends`` (the orthonormal
+    normalization and the adjoints), 2 for the input's end points."""
+    if n < 2:
+        raise ValueError(f"a DCT-I needs length >= 2, got {n}")
+    return rfft_flops(2 * (n - 1)) + n + (2 if scaled_ends else 0)
+
+
 def fwht_flops(n: int, normalized: bool = True) -> int:
     """FLOPs of one fast Walsh-Hadamard transform of length ``n``: ``n log2 n`` additions, plus ``n``
     multiplies for the ``1/sqrt(n)`` scaling when ``normalized``."""
@@ -101,6 +131,68 @@ def acdc_block_backward_flops(n: int) -> int:
     (``n`` multiplies each, ``n`` accumulations)."""
     bins = n // 2 + 1
     return 3 * rfft_flops(n) + 6 * bins + n + 8 * bins + 3 * n
+
+
+def acdc_recompute_flops(n: int, k: int, relu: bool = False) -> int:
+    """FLOPs per row that a ``k``-block cascade's backward adds when it recomputes the block inputs from the
+    cascade's input instead of reading saved ones: for each block but the last, the per-bin map (6 per bin) and
+    the ``irfft`` that give the next block's input, and its ReLU (``n``) when there are ReLUs between blocks. The
+    rest of that recomputation, ``rfft(A·x)`` of every block, is what :func:`acdc_block_backward_flops` counts
+    already."""
+    return (k - 1) * (6 * (n // 2 + 1) + rfft_flops(n) + (n if relu else 0))
+
+
+#: Constants of :func:`acdc_path_seconds` per engine, in seconds on the reference machine (2 cores of an Intel
+#: Xeon with AVX-512, 2 threads, float32; fitted to the minimum of many alternated forward+backward steps, see
+#: ``docs/acdc.md``). ``block = (c, p, e)``: a row through one block costs ``c · n · log2(n)^p + e``; ``row =
+#: (a, b)``: a row's other passes (gathers, loads and stores, the bias) ``a · n + b``; ``fixed``: a call of
+#: the cascade; ``dense_fixed``: what the dense path adds to a call of ``nn.Linear``'s GEMMs; ``gemm = (rate, half)``:
+#: a GEMM of FLOPs ``f`` with smallest dimension ``s`` takes ``f / (rate · s / (s + half))``; ``lanes``: rows are
+#: processed in chunks of this many float32 rows; ``forward``: the share of forward+backward a forward alone takes.
+#: ``cpu-torch`` (the PyTorch path on the CPU) scales the native constants by its measured slowdown; ``cuda`` is an
+#: estimate (kernel launches per block, memory-bound passes, a fast GEMM), not a measurement.
+ACDC_TIME_MODEL = {
+    "cpu-native": dict(block=(0.0199e-9, 1.77, 8e-9), row=(1.5e-9, 40e-9), fixed=185e-6, dense_fixed=170e-6,
+                       gemm=(340e9, 64), gemm_fixed=70e-6, lanes=16, forward=0.3),
+    "cpu-torch": dict(block=(4 * 0.0199e-9, 1.77, 4 * 8e-9), row=(4 * 1.5e-9, 4 * 40e-9), fixed=500e-6,
+                      dense_fixed=550e-6, gemm=(340e9, 64), gemm_fixed=70e-6, lanes=1, forward=0.35),
+    "cuda": dict(block=(5e-11, 1.0, 75e-6), row=(2e-11, 0.0), fixed=100e-6, dense_fixed=150e-6,
+                 gemm=(20e12, 256), gemm_fixed=30e-6, lanes=1, forward=0.35),
+}
+
+
+def acdc_path_seconds(rows: int, in_features: int, out_features: int, depth: int, *, grad: bool = True,
+                      native: bool = True, device_type: str = "cpu", itemsize: int = 4) -> tuple[float, float]:
+    """Predicted seconds of the two ways to run a linear ``depth``-block ACDC cascade of size
+    ``n = max(in_features, out_features)`` on ``rows`` rows, forward and (``grad``) backward:
+    ``(fft, dense)``.
+
+    * ``fft``: the cascade on the rows: ``fixed + rows' · (depth · block(n) + row(n))``, ``rows'`` the rows
+      rounded up to whole chunks;
+    * ``dense``: the cascade on the ``in_features`` rows of an identity (the layer's matrix), plus the GEMMs of
+      ``nn.Linear(in_features, out_features)`` on the rows (forward and, with ``grad``, the input and weight
+      gradients) and their fixed costs.
+
+    Constants: :data:`ACDC_TIME_MODEL` (``cuda`` for any device but the CPU, ``cpu-torch`` off the native
+    kernels). float64 (``itemsize`` 8) takes twice as long either way and has half the lanes per chunk."""
+    model = ACDC_TIME_MODEL["cuda" if device_type != "cpu" else "cpu-native" if native else "cpu-torch"]
+    n = max(in_features, out_features, 2)
+    c, p, e = model["block"]
+    a, b = model["row"]
+    share = 1.0 if grad else model["forward"]
+    lanes = max(1, model["lanes"] * 4 // itemsize)
+    scale = itemsize / 4
+
+    def cascade(r: int) -> float:
+        padded = -(-r // lanes) * lanes
+        per_row = depth * (c * n * math.log2(n) ** p + e) + a * n + b
+        return share * (model["fixed"] + scale * padded * per_row)
+
+    rate, half = model["gemm"]
+    smallest = max(1, min(rows, in_features, out_features))
+    gemm = (3 if grad else 1) * 2 * rows * in_features * out_features / (rate * smallest / (smallest + half) / scale)
+    dense = share * (model["dense_fixed"] + model["gemm_fixed"]) + gemm + cascade(in_features) - share * model["fixed"]
+    return cascade(rows), dense
 
 
 def acdc_coefficient_flops(n: int) -> int:

@@ -8,6 +8,7 @@ from torch import nn
 
 import structlin
 from structlin import ACDC, StructuredLayer
+from structlin.costs import rfft_flops
 from structlin.strategies import ACDC_INITS, DEPTHS
 from structlin.strategies.init import ACDCInit
 
@@ -266,10 +267,15 @@ def test_extra_repr_and_cost():
     layer = ACDC(100, 50, depth=3, activation="relu")
     text = repr(layer)
     assert "in_features=100" in text and "depth=3" in text and "size=100" in text
+    assert "recompute=True" in text and "path='auto'" in text
     cost = layer.cost((8,))
     assert cost.params == sum(p.numel() for p in layer.parameters()) == 2 * 3 * 100 + 50
-    assert cost.saved_bytes == 8 * 100 * 4 * 3  # the block inputs: the fused ReLUs need nothing more
-    assert ACDC(100, 50, depth=3, activation="gelu").cost((8,)).saved_bytes == 8 * 100 * 4 * (3 + 2)
+    assert cost.saved_bytes == 8 * 100 * 4  # the layer's input only: the block inputs are recomputed
+    kept = ACDC(100, 50, depth=3, activation="relu", recompute=False).cost((8,))
+    assert kept.saved_bytes == 8 * 100 * 4 * 3  # the block inputs: the fused ReLUs need nothing more
+    # one op per block: each saves its input (the first the layer's input), each GELU its input too
+    assert ACDC(60, 100, depth=3, activation="gelu").cost((8,)).saved_bytes == 8 * 4 * (60 + 2 * 100 + 2 * 100)
+    assert ACDC(60, 100, depth=3, activation="gelu", recompute=False).cost((8,)).saved_bytes == 8 * 100 * 4 * (3 + 2)
 
 
 def _saved_bytes(layer, x):
@@ -291,16 +297,18 @@ def _saved_bytes(layer, x):
     return total, activations
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("depth, activation", [(1, None), (4, None), (4, "relu"), (3, "tanh")])
-def test_saved_bytes_match_cost_and_stay_within_two_inputs_per_block(depth, activation):
-    layer = ACDC(256, 256, depth=depth, activation=activation)
+def test_saved_bytes_match_cost_and_stay_within_two_inputs_per_block(depth, activation, recompute):
+    layer = ACDC(256, 256, depth=depth, activation=activation, recompute=recompute)
     x = torch.randn(64, 256, requires_grad=True)
     total, activations = _saved_bytes(layer, x)
     assert activations == layer.cost((64,)).saved_bytes
     assert total <= depth * 2 * 64 * 256 * 4
 
 
-def test_flop_counter_sees_the_blocks():
+@pytest.mark.parametrize("recompute", [True, False])
+def test_flop_counter_sees_the_blocks(recompute):
     from torch.utils.flop_counter import FlopCounterMode
 
     from structlin.costs import (
@@ -308,17 +316,21 @@ def test_flop_counter_sees_the_blocks():
         acdc_block_flops,
         acdc_coefficient_backward_flops,
         acdc_coefficient_flops,
+        acdc_recompute_flops,
     )
 
-    layer = ACDC(1024, 1024, depth=3, bias=False)
+    layer = ACDC(1024, 1024, depth=3, bias=False, recompute=recompute, path="fft")
     x = torch.randn(8, 1024, requires_grad=True)
     with FlopCounterMode(display=False) as counter:
         layer(x).sum().backward()
     counts = {str(op): c for op, c in counter.get_flop_counts()["Global"].items()}
     assert counts["structlin.acdc_cascade"] == 3 * (8 * acdc_block_flops(1024) + acdc_coefficient_flops(1024))
+    # recomputing the inputs of blocks 1 and 2: the first two blocks' maps and irffts again
+    recomputed = 8 * acdc_recompute_flops(1024, 3) if recompute else 0
+    assert recomputed == (8 * 2 * (6 * 513 + rfft_flops(1024)) if recompute else 0)
     assert counts["structlin.acdc_cascade_backward"] == 3 * (
         8 * acdc_block_backward_flops(1024) + acdc_coefficient_backward_flops(1024)
-    )
+    ) + recomputed
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
-from structlin.transforms import dct, fwht, idct
+from structlin.transforms import dct, dct1, dctn, fwht, idct, idct1, idctn
 from structlin.transforms.acdc import acdc_cascade, gather_last, makhoul_order
 from structlin.transforms.fastfood import fastfood
 
@@ -76,6 +76,30 @@ def _linear_case(fn, matrix: torch.Tensor, rows: int = 3, seed: int = 0) -> Case
 def _dct_case(norm, inverse: bool, n: int = 7) -> Case:
     op = idct if inverse else dct
     return _linear_case(lambda x: op(x, norm=norm), _dct_matrix(n, norm, inverse))
+
+
+def _dctn_case(norm, inverse: bool, inner: tuple = (3, 4), dim=(-2, -1)) -> Case:
+    """``dctn``/``idctn`` of ``(rows, *inner)`` inputs over ``dim``: the Kronecker product of 1-D matrices (the
+    identity on dimensions not transformed)."""
+    op = idctn if inverse else dctn
+    dims = [d % (len(inner) + 1) - 1 for d in dim]  # positions in ``inner``
+    factors = [_dct_matrix(n, norm, inverse) if i in dims else torch.eye(n, dtype=DTYPE) for i, n in enumerate(inner)]
+    matrix = factors[0]
+    for f in factors[1:]:
+        matrix = torch.kron(matrix, f)
+    x = _randn(3, *inner)
+    return Case(lambda x: op(x, dim, norm), lambda x: (x.reshape(x.shape[0], -1) @ matrix.T).reshape(x.shape), (x,))
+
+
+def _dct1_case(norm, inverse: bool, n: int = 6) -> Case:
+    transform = scipy.fft.idct if inverse else scipy.fft.dct
+    op = idct1 if inverse else dct1
+    return _linear_case(lambda x: op(x, norm), _dense(transform(np.eye(n), type=1, norm=norm, axis=0)))
+
+
+def _fwht_padded_case(n: int = 5) -> Case:
+    h = _dense(scipy.linalg.hadamard(8)) / math.sqrt(8)
+    return Case(lambda x: fwht(x, pad=True), lambda x: F.pad(x, (0, 8 - n)) @ h, (_randn(3, n),))
 
 
 def _fwht_case(normalized: bool, n: int = 8) -> Case:
@@ -151,6 +175,13 @@ CASES = {
     **{f"dct-{norm}": _dct_case(norm, False) for norm in ("ortho", "backward", "forward")},
     **{f"idct-{norm}": _dct_case(norm, True) for norm in ("ortho", "backward", "forward")},
     "dct-even": _dct_case("ortho", False, n=8),
+    **{f"dctn-{norm}": _dctn_case(norm, False) for norm in ("ortho", "backward", "forward")},
+    **{f"idctn-{norm}": _dctn_case(norm, True) for norm in ("ortho", "backward", "forward")},
+    "dctn-middle-dim": _dctn_case("ortho", False, inner=(4, 3), dim=(-2,)),
+    "idctn-three-dims": _dctn_case("backward", True, inner=(2, 3, 2), dim=(-3, -2, -1)),
+    **{f"dct1-{norm}": _dct1_case(norm, False) for norm in ("ortho", "backward", "forward")},
+    **{f"idct1-{norm}": _dct1_case(norm, True) for norm in ("ortho", "backward", "forward")},
+    "fwht-padded": _fwht_padded_case(),
     "fwht-normalized": _fwht_case(True),
     "fwht-unnormalized": _fwht_case(False),
     "gather_last": _gather_case(),
@@ -375,7 +406,8 @@ def test_vectorized_jacobians_of_torch_autograd_functional(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dct-ortho", "fwht-normalized", "acdc-permutations-relu", "fastfood"])
+@pytest.mark.parametrize("name", ["dct-ortho", "dctn-backward", "dct1-ortho", "fwht-normalized", "acdc-permutations-relu",
+                                  "fastfood"])
 def test_compiled_transforms_match_eager(name):
     """``torch.compile(fullgraph=True)`` of a ``torch.func`` transform traces the composite forms."""
     case = CASES[name]
@@ -390,7 +422,8 @@ def test_compiled_transforms_match_eager(name):
         torch.testing.assert_close(compiled(argument), transform(argument), **TOL)
 
 
-@pytest.mark.parametrize("name", ["dct-ortho", "fwht-normalized", "gather_last", "acdc-gathers-padding", "fastfood"])
+@pytest.mark.parametrize("name", ["dct-ortho", "dctn-ortho", "idct1-backward", "fwht-normalized", "gather_last",
+                                  "acdc-gathers-padding", "fastfood"])
 def test_empty_batches_under_transforms(name):
     case = CASES[name]
     x, rest = case.inputs[0], case.inputs[1:]

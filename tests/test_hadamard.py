@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from structlin.costs import fwht_flops
-from structlin.transforms import fwht, fwht_butterfly, native_kernels
+import torch.nn.functional as F
+
+from structlin.transforms import fwht, fwht_butterfly, native_kernels, next_power_of_2
 from structlin.transforms.hadamard import _factor_log2s
 
 SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 2048, 4096]
@@ -138,3 +140,55 @@ def test_flop_counter_counts_the_documented_formula(normalized):
         fwht(x, normalized).sum().backward()
     assert counter.get_total_flops() == 2 * 5 * fwht_flops(1024, normalized)
     assert fwht_flops(1024, normalized) == 1024 * 10 + (1024 if normalized else 0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7, 100, 1000, 1025])
+@pytest.mark.parametrize("normalized", [True, False])
+def test_pad_zero_pads_to_the_next_power_of_two(n, normalized, backend):
+    x = torch.randn(3, n, dtype=torch.float64)
+    size = next_power_of_2(n)
+    h = torch.from_numpy(scipy.linalg.hadamard(size).astype(np.float64)) / (math.sqrt(size) if normalized else 1.0)
+    y = fwht(x, normalized, pad=True)
+    assert y.shape == (3, size) and y.is_contiguous()
+    torch.testing.assert_close(y, F.pad(x, (0, size - n)) @ h, rtol=0, atol=1e-10 * math.sqrt(size))
+
+
+@pytest.mark.parametrize("n", [1, 8, 64])
+def test_pad_leaves_powers_of_two_alone(n, backend):
+    x = torch.randn(2, n, dtype=torch.float64)
+    torch.testing.assert_close(fwht(x, pad=True), fwht(x), rtol=0, atol=0)
+
+
+def test_pad_gradient_reaches_the_input_only(backend):
+    x = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: fwht(t, pad=True), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: fwht(t, normalized=False, pad=True), (x,))
+    g = torch.randn(2, 3, 8, dtype=torch.float64)
+    fwht(x, pad=True).backward(g)
+    assert x.grad.shape == x.shape
+    torch.testing.assert_close(x.grad, fwht(g)[..., :5], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pad_keeps_half_dtypes(dtype):
+    x = torch.randn(4, 5).to(dtype)
+    y = fwht(x, pad=True)
+    assert y.dtype == dtype and y.shape == (4, 8)
+    torch.testing.assert_close(y, fwht(F.pad(x.float(), (0, 3))).to(dtype), rtol=0, atol=0)
+
+
+def test_without_pad_a_bad_length_is_still_a_value_error():
+    with pytest.raises(ValueError, match="got length 5; the nearest valid lengths are 4 and 8"):
+        fwht(torch.ones(2, 5), pad=False)
+
+
+@pytest.mark.parametrize("n, expected", [(0, 1), (1, 1), (2, 2), (3, 4), (5, 8), (8, 8), (1000, 1024),
+                                         (2**40 + 1, 2**41), (np.int64(100), 128)])
+def test_next_power_of_2(n, expected):
+    assert next_power_of_2(n) == expected and isinstance(next_power_of_2(n), int)
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (2.0, TypeError), ("8", TypeError), (True, TypeError)])
+def test_next_power_of_2_rejects_bad_input(bad, error):
+    with pytest.raises(error):
+        next_power_of_2(bad)

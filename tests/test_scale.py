@@ -38,8 +38,9 @@ def test_a_million_features_forward_and_backward_in_linear_memory(kind):
     # the biggest tensor is a batch of spectra or activations: a small multiple of BATCH · N, never N²
     assert largest.largest <= 4 * BATCH * N, (largest.op, largest.largest)
     assert x.grad.shape == x.shape and torch.isfinite(x.grad).all()
-    # activations: saved tensors shaped (..., BATCH, features), e.g. the ACDC cascade's (k - 1, BATCH, N) block
-    # outputs (the rest are parameter-sized pieces and indices)
+    # activations: saved tensors shaped (..., BATCH, features): the layer's input, which both kinds keep alone (ACDC
+    # recomputes its block inputs in backward; the rest are parameter-sized pieces and indices)
     activations = sum(t.numel() * t.element_size() for t in saved
                       if t.is_floating_point() and t.dim() >= 2 and t.shape[-2] == BATCH)
     assert activations == layer.cost((BATCH,)).saved_bytes + BATCH * N * 4  # + the input of square()
+    assert layer.cost((BATCH,)).saved_bytes == BATCH * N * 4

@@ -47,6 +47,9 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
     bin_grad_map_(g, u, m00, m01, m11, acc)   ACDC coefficient gradients summed over rows into acc (m, 3),
                                               then bin_map applied to g in place
     colsum_scale_(g, x, a, acc, relu_mask)    acc = sum over rows of g * x, then g *= a in place (and 0 where x <= 0)
+    acdc_forward(...), acdc_backward(...)     a whole ACDC cascade (power-of-two n), forward or backward, in one
+                                              parallel region over chunks of rows (see acdc_forward)
+    fft_real(src, dst, tw, br, inverse)       rfft / irfft of rows by the cascade's own FFT (for tests)
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -87,9 +90,13 @@ __all__ = [
     "ff_colsum",
     "bin_grad_map_",
     "colsum_scale_",
+    "acdc_forward",
+    "acdc_backward",
+    "fft_real",
+    "lanes",
 ]
 
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
@@ -102,7 +109,8 @@ _LOCK_POLL_S = 0.1
 _lock = threading.Lock()
 _tried = False
 _status = "not loaded yet"
-_fns: dict | None = None  # dtype -> (reorder, unreorder, post, ipre, fwht)
+_fns: dict | None = None  # dtype -> the kernels, in the order of _bind's signatures
+_vector_bytes = 0  # the library's vector width in bytes
 
 
 class BuildLockTimeout(RuntimeError):
@@ -376,12 +384,14 @@ def _build(cc: list[str], out_dir: str, variant: str, extra: list[str]) -> str:
 
 def _bind(lib: ctypes.CDLL) -> dict:
     P, I64, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    for name in ("sl_abi_version", "sl_parallel_backend"):
+    global _vector_bytes
+    for name in ("sl_abi_version", "sl_parallel_backend", "sl_vector_bytes"):
         getattr(lib, name).argtypes = []
         getattr(lib, name).restype = INT
     got = lib.sl_abi_version()
     if got != _ABI_VERSION:
         raise RuntimeError(f"ABI version {got}, expected {_ABI_VERSION}")
+    _vector_bytes = lib.sl_vector_bytes()
     fns = {}
     for sfx, dtype, scalar in (("f32", torch.float32, ctypes.c_float),
                                ("f64", torch.float64, ctypes.c_double)):
@@ -399,11 +409,16 @@ def _bind(lib: ctypes.CDLL) -> dict:
             "sl_bin_grad_map": [P, P, P, P, P, P, I64, I64, INT],
             "sl_colsum_scale": [P, P, P, P, I64, I64, INT, INT],
         }
+        returning = {  # these return 0, or -1 when a workspace could not be allocated
+            "sl_acdc_forward": [P] * 10 + [I64] * 5 + [INT, INT],
+            "sl_acdc_backward": [P] * 14 + [I64] * 5 + [INT, INT],
+        }
+        sig["sl_fft_real"] = [P, P, P, P, I64, I64, INT, INT]
         row = []
-        for name, argtypes in sig.items():
+        for name, argtypes in (*sig.items(), *returning.items()):
             f = getattr(lib, f"{name}_{sfx}")
             f.argtypes = argtypes
-            f.restype = None
+            f.restype = INT if name in returning else None
             row.append(f)
         fns[dtype] = tuple(row)
     return fns
@@ -696,3 +711,143 @@ def colsum_scale_(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, acc: torch.
     t[11](g.data_ptr(), x.data_ptr(), a.data_ptr(), acc.data_ptr(), g.shape[0], g.shape[1], int(relu_mask),
           torch.get_num_threads())
     return g
+
+
+# --------------------------------------------------------------------------
+# The ACDC cascade (kernels.c, "ACDC cascade, a chunk of W rows at a time"). Sizes: `rows` rows, blocks of
+# size n (a power of two), k blocks, m = n // 2 + 1 bins. Index tables are int64; an entry -1 reads as 0.
+# Tables the kernels trust are checked here; a table seen before (same storage, version and size) is not
+# checked again, so a layer's cached tables cost nothing per call.
+
+_checked: dict = {}
+
+
+def lanes(dtype: torch.dtype) -> int:
+    """Rows per chunk of the cascade kernels (the vector width in elements of ``dtype``); 0 without them."""
+    fns = _fns if _tried else _load()
+    if fns is None or dtype not in fns:
+        return 0
+    return _vector_bytes * 8 // torch.finfo(dtype).bits
+
+
+def index_ok(index, length: int, size: int, low: int = -1) -> bool:
+    """Whether ``index`` is None, or an int64 CPU contiguous ``(length,)``/``(rows, length)`` table with entries
+    in ``[low, size)``. A table that passed before (same storage, version and sizes) is not read again."""
+    if index is None:
+        return True
+    if not (index.dtype == torch.int64 and index.is_cpu and index.is_contiguous() and index.shape[-1] == length):
+        return False
+    key = None
+    if not index.is_inference():
+        key = (index.data_ptr(), index._version, index.numel(), length, size, low)
+        if _checked.get(key):
+            return True
+    ok = index.numel() == 0 or (int(index.min()) >= low and int(index.max()) < size)
+    if ok and key is not None:
+        if len(_checked) > 4096:
+            _checked.clear()
+        _checked[key] = True
+    return ok
+
+
+def _dense_ok(dtype, *tensors) -> bool:
+    return all(t.is_cpu and t.dtype == dtype and t.is_contiguous() for t in tensors)
+
+
+def _pointers(tensors, count: int) -> torch.Tensor:
+    """An int64 tensor of ``count`` data pointers (0 for None)."""
+    return torch.tensor([0 if t is None else t.data_ptr() for t in tensors] + [0] * (count - len(tensors)),
+                        dtype=torch.int64)
+
+
+def _table_size(n: int) -> int:
+    """Length of the cascade's table for blocks of size n (see kernels.c): 4 m twiddles, 3 (m + 1) trig."""
+    return 4 * (n // 2) + 3 * (n // 2 + 1)
+
+
+def _cascade_checks(what, x, n_in, A, D, tw, br, perm) -> tuple[int, int]:
+    """``(k, n)`` after the checks every cascade call shares."""
+    t = _table(A)
+    k, n = A.shape if A.dim() == 2 else (-1, -1)
+    if (t is None or n < 2 or n & (n - 1) or x.dim() != 2 or x.shape[1] != n_in or D.shape != (k, n)
+            or not _dense_ok(A.dtype, x, A, D, tw) or tw.numel() != _table_size(n)
+            or not index_ok(br, n // 2, n // 2, 0)
+            or (perm is not None and (perm.shape != (k - 1, n) or not index_ok(perm, n, n, 0)))):
+        _fail(what)
+    return k, n
+
+
+def acdc_forward(x, in_inverse, A, D, perm, out_index, tw, br, kept, y, relu: bool) -> torch.Tensor:
+    """The cascade forward, ``x`` (rows, n_in) → ``y`` (rows, n_out), in one parallel region over chunks of
+    rows. Column c of ``x`` is position ``in_inverse[c]`` of the first block's input (−1: unused; positions no
+    column reaches are 0; None: n_in == n, the identity); ``A``, ``D`` (k, n) are the diagonals in natural order
+    (the blocks run in Makhoul's order); ``perm`` (k − 1, n) permutes between blocks in Makhoul's order (None:
+    none), ``relu`` applies a ReLU after each permutation; column j of ``y`` is position ``out_index[j]`` of the
+    last block's output (None: n_out == n). ``kept``: None, or k tensors (rows, n) or None receiving each
+    block's input. ``tw``, ``br``: the tables (see kernels.c)."""
+    k, n = _cascade_checks("acdc_forward", x, x.shape[1] if x.dim() == 2 else -1, A, D, tw, br, perm)
+    rows, n_in = x.shape
+    n_out = n if out_index is None else out_index.shape[0]
+    kept_ok = kept is None or (len(kept) == k and all(
+        v is None or (v.shape == (rows, n) and _dense_ok(A.dtype, v)) for v in kept))
+    if (not _dense_ok(A.dtype, y) or y.shape != (rows, n_out) or not kept_ok
+            or (in_inverse is None and n_in != n) or not index_ok(in_inverse, n_in, n)
+            or not index_ok(out_index, n_out, n)):
+        _fail("acdc_forward")
+    pointers = None if kept is None else _pointers(kept, k)
+    status = _table(A)[13](
+        x.data_ptr(), _ptr(in_inverse), A.data_ptr(), D.data_ptr(), _ptr(perm), _ptr(out_index), tw.data_ptr(),
+        br.data_ptr(), _ptr(pointers), y.data_ptr(), rows, n, k, n_in, n_out, int(relu), torch.get_num_threads())
+    if status:
+        raise MemoryError("structlin native kernels: acdc_forward could not allocate its workspace")
+    return y
+
+
+def acdc_backward(g, x, in_inverse, out_index, blocks, A, D, perm, perm_inverse, tw, br, grad_x, grad_A, grad_D,
+                  relu: bool) -> torch.Tensor:
+    """The cascade backward (tables as in :func:`acdc_forward`): from the output gradient ``g`` (rows, n_out)
+    the input gradient ``grad_x`` (rows, n_in) and the gradients ``grad_A``, ``grad_D`` (k, n) of the diagonals.
+    The block inputs are the k tensors ``blocks`` (rows, n) (then ``x`` is None), or, with ``blocks`` None,
+    recomputed from ``x`` (rows, n_in). Returns ``grad_x``."""
+    rows, n_in = grad_x.shape if grad_x.dim() == 2 else (-1, -1)
+    source = x if x is not None else grad_x  # without x (blocks given) only its shape is checked
+    k, n = _cascade_checks("acdc_backward", source, n_in, A, D, tw, br, perm)
+    n_out = g.shape[1] if g.dim() == 2 else -1
+    blocks_ok = blocks is None or (len(blocks) == k and all(
+        v.shape == (rows, n) and _dense_ok(A.dtype, v) for v in blocks))
+    if (not _dense_ok(A.dtype, g, grad_x, grad_A, grad_D) or g.shape != (rows, n_out) or grad_A.shape != (k, n)
+            or grad_D.shape != (k, n) or not blocks_ok
+            or (in_inverse is None and n_in != n) or (out_index is None and n_out != n)
+            or not index_ok(in_inverse, n_in, n) or not index_ok(out_index, n_out, n)
+            or (perm is None) != (perm_inverse is None)
+            or (perm_inverse is not None and (perm_inverse.shape != perm.shape or not index_ok(perm_inverse, n, n, 0)))
+            or (x is None) == (blocks is None) or (x is not None and x.shape != (rows, n_in))
+            or grad_x.data_ptr() in (g.data_ptr(), _ptr(x))):
+        _fail("acdc_backward")
+    pointers = None if blocks is None else _pointers(blocks, k)
+    status = _table(A)[14](
+        g.data_ptr(), _ptr(x), _ptr(in_inverse), _ptr(out_index), _ptr(pointers), A.data_ptr(), D.data_ptr(),
+        _ptr(perm), _ptr(perm_inverse), tw.data_ptr(), br.data_ptr(), grad_x.data_ptr(), grad_A.data_ptr(),
+        grad_D.data_ptr(), rows, n, k, n_in, n_out, int(relu), torch.get_num_threads())
+    if status:
+        raise MemoryError("structlin native kernels: acdc_backward could not allocate its workspace")
+    return grad_x
+
+
+def fft_real(src: torch.Tensor, dst: torch.Tensor, tw: torch.Tensor, br: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """The cascade's own FFT on rows: ``src`` (rows, n) → ``dst`` (rows, n // 2 + 1, 2) as ``torch.fft.rfft``,
+    or, with ``inverse``, back as ``torch.fft.irfft``. For tests."""
+    t = _table(src)
+    n = dst.shape[1] if inverse and dst.dim() == 2 else src.shape[1] if src.dim() == 2 else -1
+    real, spectrum = (dst, src) if inverse else (src, dst)
+    if (t is None or n < 2 or n & (n - 1) or not _dense_ok(src.dtype, src, dst, tw) or real.dim() != 2
+            or spectrum.shape != (real.shape[0], n // 2 + 1, 2) or tw.numel() < 4 * (n // 2)
+            or not index_ok(br, n // 2, n // 2, 0)):
+        _fail("fft_real")
+    t[12](src.data_ptr(), dst.data_ptr(), tw.data_ptr(), br.data_ptr(), real.shape[0], n, int(inverse),
+          torch.get_num_threads())
+    return dst
+
+
+def _ptr(t) -> int:
+    return 0 if t is None else t.data_ptr()

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SL_ABI_VERSION 5
+#define SL_ABI_VERSION 6
 
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
@@ -139,6 +139,12 @@ typedef double sl_vd_u __attribute__((vector_size(SL_VBYTES), aligned(8), may_al
 #define SL_PERM(v, vi, idx) __builtin_shufflevector(v, v, idx)
 #else
 #define SL_PERM(v, vi, idx) __builtin_shuffle(v, (vi){idx})
+#endif
+/* Two-input lane selection: lane i of the result is lane idx[i] of the concatenation (a, b). */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define SL_PERM2(a, b, vi, idx) __builtin_shufflevector(a, b, idx)
+#else
+#define SL_PERM2(a, b, vi, idx) __builtin_shuffle(a, b, (vi){idx})
 #endif
 
 /* ---------------------------------------------------------------------- */
@@ -308,7 +314,74 @@ static int64_t sl_dct_parts(int64_t rows, int64_t K, int nthreads) {
     int64_t r = (item) / (parts), p_ = (item) % (parts); \
     int64_t k0 = (K) * p_ / (parts), k1 = (K) * (p_ + 1) / (parts)
 
+/* ---------------------------------------------------------------------- */
+/* ACDC cascade on chunks of rows (see the SL_GENERIC part): shared context */
+
+/* One call of sl_acdc_forward / sl_acdc_backward. Rows are cut into chunks of
+ * W (the vector width in elements); workers claim chunks (forward) or groups of
+ * consecutive chunks (backward, each with its own gradient sums, added in group
+ * order afterwards, so that the result does not depend on which worker ran
+ * which group) from an atomic counter, so a worker that is descheduled holds up
+ * only the piece it claimed. */
+typedef struct {
+    const void *x, *g, *tw;
+    const void *a, *cf;     /* A in Makhoul order (k, n); the per-bin coefficients by slot (see cascade_parameters) */
+    const int64_t *in_pos;  /* (n_in,): column c of x goes to position in_pos[c] of the first block (< 0: unused) */
+    const int64_t *out_idx; /* (n_out,): column j of y is position out_idx[j] of the last block's output */
+    const int64_t *perm, *perm_inv, *br;
+    const int64_t *blocks; /* k row-major block inputs (backward) or outputs to keep (forward; 0 = none); or NULL */
+    void *y;               /* forward: output (rows, n_out); backward: input gradient (rows, n_in) */
+    void *acc;             /* backward: `groups` sums of (k * n grad_a, k * 3 * (n/2 + 1) coefficient sums) */
+    int64_t rows, n, k, n_in, n_out, nchunks, groups, per_group;
+    int relu, in_full, out_full; /* in_full: the columns of x reach every position; out_full: likewise for g */
+    int64_t next, done;    /* next piece to claim, pieces finished (atomic) */
+} sl_cascade_ctx;
+
+/* Workspaces above this size are allocated per call rather than kept by the thread. */
+#ifndef SL_WS_KEEP_MAX
+#define SL_WS_KEEP_MAX ((size_t)64 << 20)
+#endif
+
+#ifdef _OPENMP
+static __thread void *sl_ws_ptr;
+static __thread size_t sl_ws_size;
+#endif
+
+/* A 64-byte aligned workspace of `bytes` for the calling thread, or NULL. With
+ * OpenMP the threads are torch's long-lived pool, so each keeps its largest
+ * workspace (up to SL_WS_KEEP_MAX) for the next call: no page faults per call.
+ * *owned is set when the caller must free() it. */
+static void *sl_workspace(size_t bytes, int *owned) {
+    void *p = NULL;
+#ifdef _OPENMP
+    if (bytes <= SL_WS_KEEP_MAX) {
+        if (sl_ws_size < bytes) {
+            free(sl_ws_ptr);
+            sl_ws_ptr = NULL;
+            sl_ws_size = 0;
+            if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+            sl_ws_ptr = p;
+            sl_ws_size = bytes;
+        }
+        *owned = 0;
+        return sl_ws_ptr;
+    }
+#endif
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    *owned = 1;
+    return p;
+}
+
+/* Claim the next piece, or -1 when none is left. */
+static int64_t sl_claim(sl_cascade_ctx *c, int64_t pieces) {
+    int64_t i = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+    return i < pieces ? i : -1;
+}
+
 SL_EXPORT int sl_abi_version(void) { return SL_ABI_VERSION; }
+
+/* Vector width in bytes (the cascade kernels work on chunks of SL_VBYTES / sizeof(T) rows). */
+SL_EXPORT int sl_vector_bytes(void) { return SL_VBYTES; }
 
 /* 1 if built with OpenMP, 0 for the pthreads fallback. */
 SL_EXPORT int sl_parallel_backend(void) { return SL_BACKEND; }
@@ -1055,5 +1128,944 @@ SL_EXPORT void SFX(sl_ff_colsum)(const T *a, const T *b, const int64_t *idx, T *
     int64_t items = (nb * d + SL_FF_CHUNK - 1) / SL_FF_CHUNK;
     sl_parallel(SFX(ff_colsum_task), &c, items, sl_nthreads(nthreads, rows * nb * d, items));
 }
+
+/* ---------------------------------------------------------------------- */
+/* ACDC cascade, a chunk of W rows at a time ("lanes" layout)              */
+/*                                                                          */
+/* A chunk of W rows is held as n vectors: lane l of vector j is element j  */
+/* of row l. Every step of a block is then the same operation on all lanes, */
+/* so the FFT below is plain scalar-style code on vectors (twiddles are     */
+/* broadcast), and a permutation moves whole vectors. A chunk runs through  */
+/* all blocks while it sits in the L2 cache.                                */
+/*                                                                          */
+/* Real FFT of length n = 2m (m a power of two): the m complex values       */
+/* z_j = v_2j + i v_2j+1 (vector 2j is the real part, 2j+1 the imaginary    */
+/* part: the lanes layout of v is already this complex array) go through a  */
+/* radix-4/2 decimation-in-frequency FFT that leaves Z in bit-reversed      */
+/* order; the "middle" step forms the real spectrum X_k (k = 0..m) from the */
+/* pair (Z_k, Z_m-k), applies the per-bin 2x2 map and forms the packed      */
+/* spectrum of the inverse in the same slots; the decimation-in-time FFT    */
+/* (the adjoint of the forward one) takes it back to natural order. No      */
+/* bit-reversal permutation is ever run.                                    */
+/*                                                                          */
+/* Tables (built once per size by the caller, see transforms/acdc.py):      */
+/*   tw[2t], tw[2t+1] = cos(2 pi t/m), -sin(2 pi t/m)   t < m               */
+/*   tw[2m + 2p], tw[2m + 2p + 1] = cos, sin (2 pi br[p]/n)   p < m        */
+/*   tw[4m + q], tw[5m + 1 + q], tw[6m + 2 + q] = cos^2, sin^2, cos sin of    */
+/*     pi q / 2n, q <= m: the per-bin coefficients' trig (see acdc.py)      */
+/*   br[k] = k with its log2(m) bits reversed                               */
+/* ---------------------------------------------------------------------- */
+
+#define SFX_SPLAT(lane, s) (s)
+#define SFX_BC(s) ((V){LANES(SFX_SPLAT, (T)(s))}) /* broadcast (not {0} + s: 0 + s is no identity for s = -0) */
+/* x where x >= 0 (NaN kept, as torch.relu), else 0 */
+#define SFX_RELU(x) ((V)((VI)(x) & ~(VI)((x) < (V){0})))
+
+/* In-register transpose of W vectors (row l of a W x W tile in v[l] -> column l in v[l]): log2(W) stages,
+ * stage s swapping the off-diagonal s x s blocks of every 2s x 2s block. */
+#define SFX_TA(t, s) (((t) & (s)) ? W + (t) - (s) : (t))
+#define SFX_TB(t, s) (((t) & (s)) ? W + (t) : (t) + (s))
+#define SFX_TSTAGE(s)                                                        \
+    for (int i = 0; i < W; i++)                                              \
+        if (!(i & (s))) {                                                    \
+            const V a_ = v[i], b_ = v[i + (s)];                              \
+            v[i] = SL_PERM2(a_, b_, VI, LANES(SFX_TA, s));                   \
+            v[i + (s)] = SL_PERM2(a_, b_, VI, LANES(SFX_TB, s));             \
+        }
+SL_INLINE void SFX(transpose_w)(V *v) {
+#if W >= 2
+    SFX_TSTAGE(1)
+#endif
+#if W >= 4
+    SFX_TSTAGE(2)
+#endif
+#if W >= 8
+    SFX_TSTAGE(4)
+#endif
+#if W >= 16
+    SFX_TSTAGE(8)
+#endif
+}
+#undef SFX_TSTAGE
+
+/* Rows l < nl of src (row stride ld, n_src columns) into the lanes layout: column c goes to buf[pos[c]]
+ * (skipped where pos[c] < 0; pos NULL: buf[c]). Lanes nl .. W-1 are 0; with `full` unset, every vector of
+ * buf (n of them) that no column reaches is 0 too (`full`: the columns reach all n). */
+static void SFX(lanes_load)(V *restrict buf, const T *restrict src, int64_t ld, int64_t nl, int64_t n,
+                            const int64_t *restrict pos, int64_t n_src, int full) {
+    if (!full)
+        for (int64_t j = 0; j < n; j++) buf[j] = (V){0};
+    V v[W];
+    int64_t c0 = 0;
+    for (; c0 + W <= n_src; c0 += W) {
+        for (int64_t l = 0; l < W; l++) v[l] = l < nl ? (V)*(const VU *)(src + l * ld + c0) : (V){0};
+        SFX(transpose_w)(v);
+        for (int64_t t = 0; t < W; t++) {
+            const int64_t q = pos ? pos[c0 + t] : c0 + t;
+            if (q >= 0) buf[q] = v[t];
+        }
+    }
+    for (int64_t c = c0; c < n_src; c++) { /* the last columns, one at a time */
+        const int64_t q = pos ? pos[c] : c;
+        if (q < 0) continue;
+        V x = (V){0};
+        for (int64_t l = 0; l < nl; l++) x[l] = src[l * ld + c];
+        buf[q] = x;
+    }
+}
+
+/* dst[l * ld + j] = lane l of buf[idx[j]] (0 where idx[j] < 0; idx NULL: buf[j]), j < n_dst, rows l < nl. */
+static void SFX(lanes_store)(T *restrict dst, int64_t ld, int64_t nl, const V *restrict buf, int64_t n_dst,
+                             const int64_t *restrict idx) {
+    V v[W];
+    int64_t c0 = 0;
+    for (; c0 + W <= n_dst; c0 += W) {
+        for (int64_t t = 0; t < W; t++) {
+            const int64_t q = idx ? idx[c0 + t] : c0 + t;
+            v[t] = q >= 0 ? buf[q] : (V){0};
+        }
+        SFX(transpose_w)(v);
+        for (int64_t l = 0; l < nl; l++) *(VU *)(dst + l * ld + c0) = v[l];
+    }
+    for (int64_t c = c0; c < n_dst; c++) {
+        const int64_t q = idx ? idx[c] : c;
+        const V x = q >= 0 ? buf[q] : (V){0};
+        for (int64_t l = 0; l < nl; l++) dst[l * ld + c] = x[l];
+    }
+}
+
+/* dst[j] = src[idx[j]] (through a ReLU with relu); dst and src distinct. */
+static void SFX(lanes_gather)(V *restrict dst, const V *restrict src, const int64_t *restrict idx, int64_t n,
+                              int relu) {
+    if (relu) {
+        for (int64_t j = 0; j < n; j++) {
+            const V x = src[idx[j]];
+            dst[j] = SFX_RELU(x);
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) dst[j] = src[idx[j]];
+    }
+}
+
+/* W vectors -> one: lane t of the result is the sum of the lanes of p[t] (a tree of two-input
+ * shuffles; p is overwritten). */
+#define SFX_RGRP(t, s) (((t) / (s)) % (W / (2 * (s))))
+#define SFX_RSRC(t, s) (((t) / (s)) >= (W / (2 * (s))) ? W : 0)
+#define SFX_RLO(t, s) (SFX_RSRC(t, s) + SFX_RGRP(t, s) * 2 * (s) + (t) % (s))
+#define SFX_RHI(t, s) (SFX_RLO(t, s) + (s))
+#define SFX_RLEVEL(s)                                                                              \
+    for (int q = 0; q < (s); q++)                                                                  \
+        p[q] = SL_PERM2(p[2 * q], p[2 * q + 1], VI, LANES(SFX_RLO, s)) +                          \
+               SL_PERM2(p[2 * q], p[2 * q + 1], VI, LANES(SFX_RHI, s));
+SL_INLINE V SFX(lane_sums_w)(V *p) {
+#if W >= 16
+    SFX_RLEVEL(8)
+#endif
+#if W >= 8
+    SFX_RLEVEL(4)
+#endif
+#if W >= 4
+    SFX_RLEVEL(2)
+#endif
+#if W >= 2
+    SFX_RLEVEL(1)
+#endif
+    return p[0];
+}
+#undef SFX_RLEVEL
+
+/* acc[q] += sum of the lanes of p[q], q < cnt. */
+static void SFX(add_lane_sums)(T *restrict acc, const V *restrict p, int64_t cnt) {
+    V t[W];
+    for (int64_t q = 0; q < cnt; q += W) {
+        const int64_t e = cnt - q < W ? cnt - q : W;
+        for (int l = 0; l < W; l++) t[l] = l < e ? p[q + l] : (V){0};
+        const V r = SFX(lane_sums_w)(t);
+        if (e == W) {
+            *(VU *)(acc + q) = *(const VU *)(acc + q) + r;
+        } else {
+            for (int64_t l = 0; l < e; l++) acc[q + l] += r[l];
+        }
+    }
+}
+
+/* acc[j] += sum over lanes of g[j] v[j]; then g[j] *= a[j], and 0 where v[j] <= 0 with mask: a block's
+ * grad_A and input gradient (ReLU's gradient included) in one pass. */
+static void SFX(colsum_scale_lanes)(V *restrict g, const V *restrict v, const T *restrict a, T *restrict acc,
+                                    int64_t n, int mask) {
+    V t[W];
+    for (int64_t j0 = 0; j0 < n; j0 += W) {
+        const int64_t e = n - j0 < W ? n - j0 : W;
+        for (int l = 0; l < W; l++) {
+            if (l >= e) {
+                t[l] = (V){0};
+                continue;
+            }
+            const V gv = g[j0 + l], vv = v[j0 + l], s = gv * SFX_BC(a[j0 + l]);
+            t[l] = gv * vv;
+            g[j0 + l] = mask ? (V)((VI)s & (VI)(vv > (V){0})) : s;
+        }
+        const V r = SFX(lane_sums_w)(t);
+        if (e == W) {
+            *(VU *)(acc + j0) = *(const VU *)(acc + j0) + r;
+        } else {
+            for (int64_t l = 0; l < e; l++) acc[j0 + l] += r[l];
+        }
+    }
+}
+
+/* Complex products with a table entry w = (wr, wi): u * w and u * conj(w). */
+#define SFX_CMUL(ur, ui, wr, wi, outr, outi) \
+    do { const V r_ = (ur) * (wr) - (ui) * (wi); outi = (ur) * (wi) + (ui) * (wr); outr = r_; } while (0)
+#define SFX_CMULC(ur, ui, wr, wi, outr, outi) \
+    do { const V r_ = (ur) * (wr) + (ui) * (wi); outi = (ui) * (wr) - (ur) * (wi); outr = r_; } while (0)
+
+/* Load complex element q of src (scaled elementwise by sc[2q], sc[2q+1] when sc is given). */
+#define SFX_LDC(src, sc, q, re, im)                                   \
+    do {                                                              \
+        re = (src)[2 * (q)];                                          \
+        im = (src)[2 * (q) + 1];                                      \
+        if (sc) {                                                     \
+            re *= SFX_BC((sc)[2 * (q)]);                              \
+            im *= SFX_BC((sc)[2 * (q) + 1]);                          \
+        }                                                             \
+    } while (0)
+
+/* The passes below run on a sub-transform of ms complex vectors whose twiddles W_ms^j are the table's
+ * W_m^(j * ts) (ts = m / ms). */
+
+/* Radix-2 DIF pass at half-stride h over ms complex vectors (src -> d, same positions). */
+static void SFX(dif2)(V *d, const V *src, const T *sc, int64_t ms, int64_t h, int64_t ts, const T *tw) {
+    const int64_t step = ts * (ms / (2 * h));
+    for (int64_t b = 0; b < ms; b += 2 * h)
+        for (int64_t j = 0; j < h; j++) {
+            const int64_t q = b + j;
+            V ur, ui, vr, vi;
+            SFX_LDC(src, sc, q, ur, ui);
+            SFX_LDC(src, sc, q + h, vr, vi);
+            d[2 * q] = ur + vr;
+            d[2 * q + 1] = ui + vi;
+            V xr = ur - vr, xi = ui - vi;
+            if (j) {
+                const T *w = tw + 2 * (j * step);
+                SFX_CMUL(xr, xi, SFX_BC(w[0]), SFX_BC(w[1]), xr, xi);
+            }
+            d[2 * (q + h)] = xr;
+            d[2 * (q + h) + 1] = xi;
+        }
+}
+
+/* Radix-4 DIF pass at quarter-stride s: two radix-2 stages (strides 2s and s) with the outputs kept in the
+ * bit-reversed order of the radix-2 network. */
+static void SFX(dif4)(V *d, const V *src, const T *sc, int64_t ms, int64_t s, int64_t ts, const T *tw) {
+    const int64_t step = ts * (ms / (4 * s));
+    for (int64_t b = 0; b < ms; b += 4 * s)
+        for (int64_t j = 0; j < s; j++) {
+            const int64_t q = b + j;
+            V x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i;
+            SFX_LDC(src, sc, q, x0r, x0i);
+            SFX_LDC(src, sc, q + s, x1r, x1i);
+            SFX_LDC(src, sc, q + 2 * s, x2r, x2i);
+            SFX_LDC(src, sc, q + 3 * s, x3r, x3i);
+            const V t0r = x0r + x2r, t0i = x0i + x2i, t1r = x0r - x2r, t1i = x0i - x2i;
+            const V t2r = x1r + x3r, t2i = x1i + x3i, dr = x1r - x3r, di = x1i - x3i;
+            V ur = t0r - t2r, ui = t0i - t2i; /* to q + s, times W^2j */
+            V vr = t1r + di, vi = t1i - dr;   /* to q + 2s, times W^j */
+            V wr = t1r - di, wi = t1i + dr;   /* to q + 3s, times W^3j */
+            if (j) {
+                const T *w1 = tw + 2 * (j * step), *w2 = tw + 2 * (2 * j * step), *w3 = tw + 2 * (3 * j * step);
+                SFX_CMUL(ur, ui, SFX_BC(w2[0]), SFX_BC(w2[1]), ur, ui);
+                SFX_CMUL(vr, vi, SFX_BC(w1[0]), SFX_BC(w1[1]), vr, vi);
+                SFX_CMUL(wr, wi, SFX_BC(w3[0]), SFX_BC(w3[1]), wr, wi);
+            }
+            d[2 * q] = t0r + t2r;
+            d[2 * q + 1] = t0i + t2i;
+            d[2 * (q + s)] = ur;
+            d[2 * (q + s) + 1] = ui;
+            d[2 * (q + 2 * s)] = vr;
+            d[2 * (q + 2 * s) + 1] = vi;
+            d[2 * (q + 3 * s)] = wr;
+            d[2 * (q + 3 * s) + 1] = wi;
+        }
+}
+
+/* Radix-2 DIT pass at half-stride h (the adjoint of dif2). */
+static void SFX(dit2)(V *d, int64_t ms, int64_t h, int64_t ts, const T *tw) {
+    const int64_t step = ts * (ms / (2 * h));
+    for (int64_t b = 0; b < ms; b += 2 * h)
+        for (int64_t j = 0; j < h; j++) {
+            const int64_t q = b + j;
+            const V ur = d[2 * q], ui = d[2 * q + 1];
+            V vr = d[2 * (q + h)], vi = d[2 * (q + h) + 1];
+            if (j) {
+                const T *w = tw + 2 * (j * step);
+                SFX_CMULC(vr, vi, SFX_BC(w[0]), SFX_BC(w[1]), vr, vi);
+            }
+            d[2 * q] = ur + vr;
+            d[2 * q + 1] = ui + vi;
+            d[2 * (q + h)] = ur - vr;
+            d[2 * (q + h) + 1] = ui - vi;
+        }
+}
+
+/* Radix-4 DIT pass at quarter-stride s (the adjoint of dif4). */
+static void SFX(dit4)(V *d, int64_t ms, int64_t s, int64_t ts, const T *tw) {
+    const int64_t step = ts * (ms / (4 * s));
+    for (int64_t b = 0; b < ms; b += 4 * s)
+        for (int64_t j = 0; j < s; j++) {
+            const int64_t q = b + j;
+            const V p0r = d[2 * q], p0i = d[2 * q + 1];
+            V q1r = d[2 * (q + s)], q1i = d[2 * (q + s) + 1];
+            V q2r = d[2 * (q + 2 * s)], q2i = d[2 * (q + 2 * s) + 1];
+            V q3r = d[2 * (q + 3 * s)], q3i = d[2 * (q + 3 * s) + 1];
+            if (j) {
+                const T *w1 = tw + 2 * (j * step), *w2 = tw + 2 * (2 * j * step), *w3 = tw + 2 * (3 * j * step);
+                SFX_CMULC(q1r, q1i, SFX_BC(w2[0]), SFX_BC(w2[1]), q1r, q1i);
+                SFX_CMULC(q2r, q2i, SFX_BC(w1[0]), SFX_BC(w1[1]), q2r, q2i);
+                SFX_CMULC(q3r, q3i, SFX_BC(w3[0]), SFX_BC(w3[1]), q3r, q3i);
+            }
+            const V b0r = p0r + q1r, b0i = p0i + q1i, b1r = p0r - q1r, b1i = p0i - q1i;
+            const V cr = q2r + q3r, ci = q2i + q3i, er = q2r - q3r, ei = q2i - q3i;
+            d[2 * q] = b0r + cr;
+            d[2 * q + 1] = b0i + ci;
+            d[2 * (q + 2 * s)] = b0r - cr;
+            d[2 * (q + 2 * s) + 1] = b0i - ci;
+            d[2 * (q + s)] = b1r - ei;
+            d[2 * (q + s) + 1] = b1i + er;
+            d[2 * (q + 3 * s)] = b1r + ei;
+            d[2 * (q + 3 * s) + 1] = b1i - er;
+        }
+}
+
+/* Radix-8 passes at eighth-stride s: the three radix-2 stages at strides 4s, 2s and s on 8 points held in
+ * registers (same positions as three dif2 passes, so the same bit-reversed output). Stage twiddles, with
+ * w = W_8s^j: w W_8^t (t < 4) at stride 4s, w^2 (-i)^t (t < 2) at 2s, w^4 at s. */
+#define SFX_R2 ((T)0.70710678118654752440)
+SL_INLINE void SFX(twiddles8)(const T *tw, int64_t j, int64_t step, T *wr, T *wi) {
+    /* wr, wi [7]: w W_8^t for t < 4, then w^2 and w^2 (-i), then w^4 */
+    T ar = 1, ai = 0, br = 1, bi = 0, cr = 1, ci = 0;
+    if (j) {
+        ar = tw[2 * (j * step)], ai = tw[2 * (j * step) + 1];
+        br = tw[2 * (2 * j * step)], bi = tw[2 * (2 * j * step) + 1];
+        cr = tw[2 * (4 * j * step)], ci = tw[2 * (4 * j * step) + 1];
+    }
+    const T e8r[4] = {1, SFX_R2, 0, -SFX_R2}, e8i[4] = {0, -SFX_R2, -1, -SFX_R2};
+    for (int t = 0; t < 4; t++) {
+        wr[t] = ar * e8r[t] - ai * e8i[t];
+        wi[t] = ar * e8i[t] + ai * e8r[t];
+    }
+    wr[4] = br, wi[4] = bi, wr[5] = bi, wi[5] = -br, wr[6] = cr, wi[6] = ci;
+}
+
+static void SFX(dif8)(V *d, const V *src, const T *sc, int64_t ms, int64_t s, int64_t ts, const T *tw) {
+    const int64_t step = ts * (ms / (8 * s));
+    for (int64_t b = 0; b < ms; b += 8 * s)
+        for (int64_t j = 0; j < s; j++) {
+            const int64_t q = b + j;
+            T wr[7], wi[7];
+            SFX(twiddles8)(tw, j, step, wr, wi);
+            V xr[8], xi[8];
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) SFX_LDC(src, sc, q + t * s, xr[t], xi[t]);
+#define SFX_DIF_PAIR(u, v, cr, ci)                                  \
+    do {                                                            \
+        const V pr = xr[u] + xr[v], pi = xi[u] + xi[v];             \
+        const V mr = xr[u] - xr[v], mi = xi[u] - xi[v];             \
+        xr[u] = pr, xi[u] = pi;                                     \
+        SFX_CMUL(mr, mi, SFX_BC(cr), SFX_BC(ci), xr[v], xi[v]);     \
+    } while (0)
+            SFX_DIF_PAIR(0, 4, wr[0], wi[0]);
+            SFX_DIF_PAIR(1, 5, wr[1], wi[1]);
+            SFX_DIF_PAIR(2, 6, wr[2], wi[2]);
+            SFX_DIF_PAIR(3, 7, wr[3], wi[3]);
+            SFX_DIF_PAIR(0, 2, wr[4], wi[4]);
+            SFX_DIF_PAIR(1, 3, wr[5], wi[5]);
+            SFX_DIF_PAIR(4, 6, wr[4], wi[4]);
+            SFX_DIF_PAIR(5, 7, wr[5], wi[5]);
+            SFX_DIF_PAIR(0, 1, wr[6], wi[6]);
+            SFX_DIF_PAIR(2, 3, wr[6], wi[6]);
+            SFX_DIF_PAIR(4, 5, wr[6], wi[6]);
+            SFX_DIF_PAIR(6, 7, wr[6], wi[6]);
+#undef SFX_DIF_PAIR
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                d[2 * (q + t * s)] = xr[t];
+                d[2 * (q + t * s) + 1] = xi[t];
+            }
+        }
+}
+
+/* The adjoint of dif8: the stages in reverse order with conjugated twiddles. */
+static void SFX(dit8)(V *d, int64_t ms, int64_t s, int64_t ts, const T *tw) {
+    const int64_t step = ts * (ms / (8 * s));
+    for (int64_t b = 0; b < ms; b += 8 * s)
+        for (int64_t j = 0; j < s; j++) {
+            const int64_t q = b + j;
+            T wr[7], wi[7];
+            SFX(twiddles8)(tw, j, step, wr, wi);
+            V xr[8], xi[8];
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                xr[t] = d[2 * (q + t * s)];
+                xi[t] = d[2 * (q + t * s) + 1];
+            }
+#define SFX_DIT_PAIR(u, v, cr, ci)                                  \
+    do {                                                            \
+        V vr, vi;                                                   \
+        SFX_CMULC(xr[v], xi[v], SFX_BC(cr), SFX_BC(ci), vr, vi);    \
+        const V ur = xr[u], ui = xi[u];                             \
+        xr[u] = ur + vr, xi[u] = ui + vi;                           \
+        xr[v] = ur - vr, xi[v] = ui - vi;                           \
+    } while (0)
+            SFX_DIT_PAIR(0, 1, wr[6], wi[6]);
+            SFX_DIT_PAIR(2, 3, wr[6], wi[6]);
+            SFX_DIT_PAIR(4, 5, wr[6], wi[6]);
+            SFX_DIT_PAIR(6, 7, wr[6], wi[6]);
+            SFX_DIT_PAIR(0, 2, wr[4], wi[4]);
+            SFX_DIT_PAIR(1, 3, wr[5], wi[5]);
+            SFX_DIT_PAIR(4, 6, wr[4], wi[4]);
+            SFX_DIT_PAIR(5, 7, wr[5], wi[5]);
+            SFX_DIT_PAIR(0, 4, wr[0], wi[0]);
+            SFX_DIT_PAIR(1, 5, wr[1], wi[1]);
+            SFX_DIT_PAIR(2, 6, wr[2], wi[2]);
+            SFX_DIT_PAIR(3, 7, wr[3], wi[3]);
+#undef SFX_DIT_PAIR
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                d[2 * (q + t * s)] = xr[t];
+                d[2 * (q + t * s) + 1] = xi[t];
+            }
+        }
+}
+#undef SFX_R2
+
+static int SFX(log2i)(int64_t m) {
+    int L = 0;
+    while (((int64_t)1 << L) < m) L++;
+    return L;
+}
+
+/* Sub-transforms up to this many bytes run all their passes at once, in the L1 cache. */
+#ifndef SL_FFT_L1_BYTES
+#define SL_FFT_L1_BYTES 32768
+#endif
+
+/* Forward complex FFT of ms vectors (natural order in src, bit-reversed out in d; src may be d), the input
+ * first scaled elementwise by sc (2 ms reals) when given. Depth first: a sub-transform larger than the L1
+ * budget runs its first radix-4 (or radix-2) pass, then each part in turn. */
+static void SFX(dif_rec)(V *d, const V *src, const T *sc, int64_t ms, int64_t ts, const T *tw) {
+    const int L = SFX(log2i)(ms);
+    if (L == 0) {
+        V re, im;
+        SFX_LDC(src, sc, 0, re, im);
+        d[0] = re;
+        d[1] = im;
+        return;
+    }
+    if ((size_t)ms * 2 * sizeof(V) > SL_FFT_L1_BYTES) { /* one pass over the whole: radix 8 or 4 */
+        const int64_t parts = (L & 1) ? 8 : 4, sub = ms / parts;
+        if (L & 1)
+            SFX(dif8)(d, src, sc, ms, sub, ts, tw);
+        else
+            SFX(dif4)(d, src, sc, ms, sub, ts, tw);
+        for (int64_t p = 0; p < parts; p++) SFX(dif_rec)(d + 2 * p * sub, d + 2 * p * sub, NULL, sub, ts * parts, tw);
+        return;
+    }
+    int64_t s = ms / 4;
+    if (L & 1) { /* the odd stage: radix 8 first (radix 2 for ms = 2) */
+        if (L == 1)
+            SFX(dif2)(d, src, sc, ms, 1, ts, tw);
+        else
+            SFX(dif8)(d, src, sc, ms, ms / 8, ts, tw);
+        src = d;
+        sc = NULL;
+        s = ms / 32;
+    }
+    for (; s >= 1; s /= 4) {
+        SFX(dif4)(d, src, sc, ms, s, ts, tw);
+        src = d;
+        sc = NULL;
+    }
+}
+
+/* Unnormalized inverse of dif_rec, in place: bit-reversed in, natural order out. */
+static void SFX(dit_rec)(V *d, int64_t ms, int64_t ts, const T *tw) {
+    const int L = SFX(log2i)(ms);
+    if (L == 0) return;
+    if ((size_t)ms * 2 * sizeof(V) > SL_FFT_L1_BYTES) {
+        const int64_t parts = (L & 1) ? 8 : 4, sub = ms / parts;
+        for (int64_t p = 0; p < parts; p++) SFX(dit_rec)(d + 2 * p * sub, sub, ts * parts, tw);
+        if (L & 1)
+            SFX(dit8)(d, ms, sub, ts, tw);
+        else
+            SFX(dit4)(d, ms, sub, ts, tw);
+        return;
+    }
+    for (int64_t s = 1; 4 * s <= ((L & 1) ? ms / 8 : ms); s *= 4) SFX(dit4)(d, ms, s, ts, tw);
+    if (L == 1)
+        SFX(dit2)(d, ms, 1, ts, tw);
+    else if (L & 1)
+        SFX(dit8)(d, ms, ms / 8, ts, tw);
+}
+
+static void SFX(fft_dif)(V *d, const V *src, const T *sc, int64_t m, const T *tw) {
+    SFX(dif_rec)(d, src, sc, m, 1, tw);
+}
+static void SFX(fft_dit)(V *d, int64_t m, const T *tw) { SFX(dit_rec)(d, m, 1, tw); }
+
+enum { SFX(MID_MAP) = 1, SFX(MID_STORE) = 2, SFX(MID_SUMS) = 4, SFX(MID_FROM) = 8 };
+
+/* The step between fft_dif and fft_dit, bin by bin in bit-reversed position order: slot p < m holds bin
+ * br[p] (p = 0: bin 0), slot m bin m. In that order the bins k and m - k that share their inputs sit at
+ * positions mirrored within each block [2^j, 2^(j+1)) (position 1 holds bin m/2, its own partner), so the
+ * step walks each block from both ends. Per slot:
+ *   X: the real spectrum of the packed signal in d, or read from `in` (2(m+1) vectors) with MID_FROM;
+ *   MID_STORE: X to U (2(m+1) vectors); MID_SUMS: X_R in_R, X_R in_I + X_I in_R, X_I in_I to P (3 per slot);
+ *   MID_MAP: Y = (c00 X_R + c01 X_I, c01 X_R + c11 X_I) with cf = (c00, c01, c11), m + 1 each by slot and
+ *   already scaled by 1/n (cf NULL: Y = scale X), written back as the packed spectrum whose fft_dit is
+ *   irfft(Y); the imaginary parts of Y_0 and Y_m are dropped, as irfft does.
+ * wp[2p], wp[2p+1] = cos, sin (2 pi br[p] / n). */
+static void SFX(middle)(V *restrict d, int64_t m, const T *restrict wp, const T *cf, T scale, int mode,
+                        V *restrict U, const V *restrict in, V *restrict P) {
+    const V half = SFX_BC(0.5), f = SFX_BC(cf ? 1 : scale);
+    const T *c00 = cf, *c01 = cf ? cf + (m + 1) : NULL, *c11 = cf ? cf + 2 * (m + 1) : NULL;
+    /* bins 0 and m, both from Z_0 */
+    {
+        V x0, xm;
+        if (mode & SFX(MID_FROM)) {
+            x0 = in[0];
+            xm = in[2 * m];
+        } else {
+            x0 = d[0] + d[1];
+            xm = d[0] - d[1];
+        }
+        if (mode & SFX(MID_STORE)) {
+            U[0] = x0;
+            U[1] = (V){0};
+            U[2 * m] = xm;
+            U[2 * m + 1] = (V){0};
+        }
+        if (mode & SFX(MID_SUMS)) {
+            P[0] = x0 * in[0];
+            P[1] = x0 * in[1];
+            P[2] = (V){0};
+            P[3 * m] = xm * in[2 * m];
+            P[3 * m + 1] = xm * in[2 * m + 1];
+            P[3 * m + 2] = (V){0};
+        }
+        if (mode & SFX(MID_MAP)) {
+            const V y0 = x0 * f * (cf ? SFX_BC(c00[0]) : SFX_BC(1)), ym = xm * f * (cf ? SFX_BC(c00[m]) : SFX_BC(1));
+            d[0] = y0 + ym;
+            d[1] = y0 - ym;
+        }
+    }
+    for (int64_t lo0 = 1; lo0 < m; lo0 *= 2)
+        for (int64_t pa = lo0, pb = 2 * lo0 - 1; pa <= pb; pa++, pb--) {
+            const V c = SFX_BC(wp[2 * pa]), s = SFX_BC(wp[2 * pa + 1]);
+            V xkr, xki, xmr, xmi;
+            if (mode & SFX(MID_FROM)) {
+                xkr = in[2 * pa];
+                xki = in[2 * pa + 1];
+                xmr = in[2 * pb];
+                xmi = in[2 * pb + 1];
+            } else {
+                const V ar = d[2 * pa], ai = d[2 * pa + 1], b_r = d[2 * pb], b_i = d[2 * pb + 1];
+                /* E = (A + conj B) / 2, O = (A - conj B) / 2i; X_k = E + w^k O, X_m-k = conj(E - w^k O) */
+                const V er = (ar + b_r) * half, ei = (ai - b_i) * half;
+                const V o_r = (ai + b_i) * half, oi = (b_r - ar) * half;
+                const V wr = c * o_r + s * oi, wi = c * oi - s * o_r; /* w^k = c - i s */
+                xkr = er + wr;
+                xki = ei + wi;
+                xmr = er - wr;
+                xmi = wi - ei;
+            }
+            if (mode & SFX(MID_STORE)) {
+                U[2 * pa] = xkr;
+                U[2 * pa + 1] = xki;
+                U[2 * pb] = xmr;
+                U[2 * pb + 1] = xmi;
+            }
+            if (mode & SFX(MID_SUMS)) {
+                const V ur = in[2 * pa], ui = in[2 * pa + 1];
+                P[3 * pa] = xkr * ur;
+                P[3 * pa + 1] = xkr * ui + xki * ur;
+                P[3 * pa + 2] = xki * ui;
+                if (pb != pa) {
+                    const V vr = in[2 * pb], vi = in[2 * pb + 1];
+                    P[3 * pb] = xmr * vr;
+                    P[3 * pb + 1] = xmr * vi + xmi * vr;
+                    P[3 * pb + 2] = xmi * vi;
+                }
+            }
+            if (mode & SFX(MID_MAP)) {
+                V ykr = xkr, yki = xki, ymr = xmr, ymi = xmi;
+                if (cf) {
+                    const V a0 = SFX_BC(c00[pa]), a1 = SFX_BC(c01[pa]), a2 = SFX_BC(c11[pa]);
+                    const V b0 = SFX_BC(c00[pb]), b1 = SFX_BC(c01[pb]), b2 = SFX_BC(c11[pb]);
+                    ykr = a0 * xkr + a1 * xki;
+                    yki = a1 * xkr + a2 * xki;
+                    ymr = b0 * xmr + b1 * xmi;
+                    ymi = b1 * xmr + b2 * xmi;
+                } else {
+                    ykr *= f;
+                    yki *= f;
+                    ymr *= f;
+                    ymi *= f;
+                }
+                /* E'' = Y_k + conj Y_m-k, O'' = (Y_k - conj Y_m-k) conj(w^k); Z_k = E'' + i O'',
+                 * Z_m-k = conj E'' + i conj O'' (the factors 1/2 and 1/m of the inverse are in the 1/n) */
+                const V Er = ykr + ymr, Ei = yki - ymi, Dr = ykr - ymr, Di = yki + ymi;
+                const V Or = Dr * c - Di * s, Oi = Dr * s + Di * c;
+                d[2 * pa] = Er - Oi;
+                d[2 * pa + 1] = Ei + Or;
+                if (pb != pa) {
+                    d[2 * pb] = Er + Oi;
+                    d[2 * pb + 1] = Or - Ei;
+                }
+            }
+        }
+}
+
+typedef struct {
+    V *buf, *buf2; /* n vectors each */
+    V *Vs, *Us;    /* backward: k block inputs (n vectors each), k spectra (2(m+1) vectors each) */
+    V *P;          /* backward: 3(m+1) vectors of products for the coefficient sums */
+} SFX(cascade_ws);
+
+/* One block on a chunk: d = irfft(M_i rfft(a_i ⊙ src)) (src may be d; a = NULL: no scale) per the mode
+ * flags of middle (without MID_MAP, d is left holding the forward spectrum's packing). c->cf holds every
+ * block's coefficients by slot, scaled (see cascade_parameters). */
+static void SFX(cascade_block)(const sl_cascade_ctx *c, int64_t i, V *d, const V *src, const T *a, int mode,
+                               V *U, const V *in, V *P) {
+    const int64_t n = c->n, m = n / 2;
+    const T *tw = (const T *)c->tw;
+    SFX(fft_dif)(d, src, a, m, tw);
+    SFX(middle)(d, m, tw + 2 * m, (const T *)c->cf + i * 3 * (m + 1), 1, mode, U, in, P);
+    if (mode & SFX(MID_MAP)) SFX(fft_dit)(d, m, tw);
+}
+
+/* Makhoul's order: element j of a reordered row is element makhoul(j) of the natural one. */
+static int64_t SFX(makhoul)(int64_t j, int64_t n) { return 2 * j < n ? 2 * j : 2 * (n - 1 - j) + 1; }
+
+/* The parameters as the blocks use them, from A and D (k, n) in natural order: a (k, n), A in Makhoul's
+ * order, then the per-bin coefficients by slot (see middle), (k, 3, m + 1), times 1/n:
+ *   m00 = c2 d1 + s2 d2,  m01 = cs (d1 - d2),  m11 = s2 d1 + c2 d2,   d1 = D[q], d2 = D[n - q] (D[0] for q = 0)
+ * with c2, s2, cs = cos^2, sin^2, cos sin of pi q / 2n (the trig table). One allocation, or NULL. */
+static T *SFX(cascade_parameters)(const T *A, const T *D, const T *trig, const int64_t *br, int64_t n, int64_t k) {
+    const int64_t m = n / 2, bins = m + 1;
+    T *a = (T *)malloc(sizeof(T) * (size_t)(k * (n + 3 * bins)));
+    if (!a) return NULL;
+    const T *c2 = trig, *s2 = trig + bins, *cs = trig + 2 * bins, scale = (T)1 / (T)n;
+    for (int64_t i = 0; i < k; i++) {
+        const T *Ai = A + i * n, *Di = D + i * n;
+        T *ai = a + i * n, *cf = a + k * n + i * 3 * bins;
+        for (int64_t j = 0; j < n; j++) ai[j] = Ai[SFX(makhoul)(j, n)];
+        for (int64_t p = 0; p <= m; p++) {
+            const int64_t q = p < m ? br[p] : m;
+            const T d1 = Di[q], d2 = Di[q ? n - q : 0];
+            cf[p] = (c2[q] * d1 + s2[q] * d2) * scale;
+            cf[bins + p] = cs[q] * (d1 - d2) * scale;
+            cf[2 * bins + p] = (s2[q] * d1 + c2[q] * d2) * scale;
+        }
+    }
+    return a;
+}
+
+/* Rows [r0, r0 + W) of the forward cascade. */
+static void SFX(cascade_forward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(cascade_ws) *ws) {
+    const int64_t n = c->n, k = c->k, nl = c->rows - r0 < W ? c->rows - r0 : W;
+    const T *a = (const T *)c->a;
+    V *buf = ws->buf, *other = ws->buf2;
+    SFX(lanes_load)(buf, (const T *)c->x + r0 * c->n_in, c->n_in, nl, n, c->in_pos, c->n_in, c->in_full);
+    for (int64_t i = 0; i < k; i++) {
+        if (c->blocks && c->blocks[i]) SFX(lanes_store)((T *)(intptr_t)c->blocks[i] + r0 * n, n, nl, buf, n, NULL);
+        SFX(cascade_block)(c, i, buf, buf, a + i * n, SFX(MID_MAP), NULL, NULL, NULL);
+        if (i == k - 1) break;
+        if (c->perm) {
+            SFX(lanes_gather)(other, buf, c->perm + i * n, n, c->relu);
+            V *t = buf;
+            buf = other;
+            other = t;
+        } else if (c->relu) {
+            for (int64_t j = 0; j < n; j++) buf[j] = SFX_RELU(buf[j]);
+        }
+    }
+    SFX(lanes_store)((T *)c->y + r0 * c->n_out, c->n_out, nl, buf, c->n_out, c->out_idx);
+}
+
+/* Rows [r0, r0 + W) of the backward: the block inputs and their spectra (recomputed from x, or read back
+ * and transformed), then the blocks in reverse, adding to the gradient sums acc_a (k * n) and acc_s
+ * (k * 3 * (m+1)), and the input gradient into c->y. */
+static void SFX(cascade_backward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(cascade_ws) *ws, T *acc_a,
+                                       T *acc_s) {
+    const int64_t n = c->n, k = c->k, m = n / 2, bins = m + 1, nl = c->rows - r0 < W ? c->rows - r0 : W;
+    const T *a = (const T *)c->a;
+    V *buf = ws->buf, *other = ws->buf2;
+    const int STORE = SFX(MID_STORE);
+    if (!c->blocks) { /* recompute: every block input from x */
+        SFX(lanes_load)(ws->Vs, (const T *)c->x + r0 * c->n_in, c->n_in, nl, n, c->in_pos, c->n_in, c->in_full);
+        for (int64_t i = 0; i < k; i++) {
+            V *v = ws->Vs + i * n, *U = ws->Us + i * 2 * bins;
+            if (i == k - 1) {
+                SFX(cascade_block)(c, i, buf, v, a + i * n, STORE, U, NULL, NULL);
+                break;
+            }
+            SFX(cascade_block)(c, i, buf, v, a + i * n, STORE | SFX(MID_MAP), U, NULL, NULL);
+            V *next = v + n;
+            if (c->perm) {
+                SFX(lanes_gather)(next, buf, c->perm + i * n, n, c->relu);
+            } else {
+                for (int64_t j = 0; j < n; j++) next[j] = c->relu ? SFX_RELU(buf[j]) : buf[j];
+            }
+        }
+    } else { /* the saved block inputs */
+        for (int64_t i = 0; i < k; i++) {
+            V *v = ws->Vs + i * n;
+            SFX(lanes_load)(v, (const T *)(intptr_t)c->blocks[i] + r0 * n, n, nl, n, NULL, n, 1);
+            SFX(cascade_block)(c, i, buf, v, a + i * n, STORE, ws->Us + i * 2 * bins, NULL, NULL);
+        }
+    }
+    SFX(lanes_load)(buf, (const T *)c->g + r0 * c->n_out, c->n_out, nl, n, c->out_idx, c->n_out, c->out_full);
+    for (int64_t i = k - 1; i >= 0; i--) {
+        SFX(cascade_block)(c, i, buf, buf, NULL, SFX(MID_MAP) | SFX(MID_SUMS), NULL, ws->Us + i * 2 * bins, ws->P);
+        SFX(add_lane_sums)(acc_s + i * 3 * bins, ws->P, 3 * bins);
+        SFX(colsum_scale_lanes)(buf, ws->Vs + i * n, a + i * n, acc_a + i * n, n, c->relu && i > 0);
+        if (i > 0 && c->perm_inv) {
+            SFX(lanes_gather)(other, buf, c->perm_inv + (i - 1) * n, n, 0);
+            V *t = buf;
+            buf = other;
+            other = t;
+        }
+    }
+    SFX(lanes_store)((T *)c->y + r0 * c->n_in, c->n_in, nl, buf, c->n_in, c->in_pos);
+}
+
+/* Carve a chunk workspace out of one allocation. */
+static SFX(cascade_ws) SFX(cascade_ws_at)(V *base, int64_t n, int64_t k, int backward) {
+    const int64_t bins = n / 2 + 1;
+    SFX(cascade_ws) ws = {base, base + n, NULL, NULL, NULL};
+    if (backward) {
+        ws.Vs = base + 2 * n;
+        ws.Us = ws.Vs + k * n;
+        ws.P = ws.Us + k * 2 * bins;
+    }
+    return ws;
+}
+
+static size_t SFX(cascade_ws_bytes)(int64_t n, int64_t k, int backward) {
+    const int64_t bins = n / 2 + 1;
+    return sizeof(V) * (size_t)(2 * n + (backward ? k * n + k * 2 * bins + 3 * bins : 0));
+}
+
+static void SFX(cascade_forward_task)(void *c_, int64_t w0, int64_t w1) {
+    sl_cascade_ctx *c = (sl_cascade_ctx *)c_;
+    for (int64_t w = w0; w < w1; w++) {
+        int owned = 0;
+        V *base = (V *)sl_workspace(SFX(cascade_ws_bytes)(c->n, c->k, 0), &owned);
+        if (!base) continue; /* the other workers take its chunks; none at all is reported */
+        SFX(cascade_ws) ws = SFX(cascade_ws_at)(base, c->n, c->k, 0);
+        for (int64_t ch; (ch = sl_claim(c, c->nchunks)) >= 0;) {
+            SFX(cascade_forward_chunk)(c, ch * W, &ws);
+            __atomic_fetch_add(&c->done, 1, __ATOMIC_RELAXED);
+        }
+        if (owned) free(base);
+    }
+}
+
+static void SFX(cascade_backward_task)(void *c_, int64_t w0, int64_t w1) {
+    sl_cascade_ctx *c = (sl_cascade_ctx *)c_;
+    const int64_t per = c->k * (c->n + 3 * (c->n / 2 + 1)); /* sums per group */
+    for (int64_t w = w0; w < w1; w++) {
+        int owned = 0;
+        V *base = (V *)sl_workspace(SFX(cascade_ws_bytes)(c->n, c->k, 1), &owned);
+        if (!base) continue;
+        SFX(cascade_ws) ws = SFX(cascade_ws_at)(base, c->n, c->k, 1);
+        for (int64_t grp; (grp = sl_claim(c, c->groups)) >= 0;) {
+            T *acc = (T *)c->acc + grp * per;
+            const int64_t ch1 = (grp + 1) * c->per_group < c->nchunks ? (grp + 1) * c->per_group : c->nchunks;
+            for (int64_t ch = grp * c->per_group; ch < ch1; ch++)
+                SFX(cascade_backward_chunk)(c, ch * W, &ws, acc, acc + c->k * c->n);
+            __atomic_fetch_add(&c->done, 1, __ATOMIC_RELAXED);
+        }
+        if (owned) free(base);
+    }
+}
+
+/* Work (rows * depth * n * log2 n) below which a cascade runs on the calling thread alone (about 0.1 ms of a
+ * forward here). A parallel region ends when every thread of its team has arrived, so on a busy machine a small
+ * region can wait a whole scheduler time slice for a descheduled thread: more than the work itself. */
+#ifndef SL_CASCADE_GRAIN
+#define SL_CASCADE_GRAIN ((int64_t)1 << 21)
+#endif
+
+/* Workers for a cascade on `rows` rows: one per SL_CASCADE_GRAIN of work, at most nthreads or one per piece. */
+static int SFX(cascade_threads)(int nthreads, int64_t rows, int64_t n, int64_t k, int64_t pieces) {
+    int64_t t = rows * k * n * (SFX(log2i)(n) + 1) / SL_CASCADE_GRAIN;
+    if (t > nthreads) t = nthreads;
+    if (t > pieces) t = pieces;
+    return t < 1 ? 1 : (int)t;
+}
+
+/* Whether the n_src columns given positions by pos (NULL: the identity) reach all n positions. */
+static int SFX(reaches_all)(const int64_t *pos, int64_t n_src, int64_t n) {
+    if (n_src < n) return 0;
+    if (pos)
+        for (int64_t c = 0; c < n_src; c++)
+            if (pos[c] < 0) return 0;
+    return n_src == n;
+}
+
+/* The whole cascade forward on rows x (rows, n_in) -> y (rows, n_out); see sl_cascade_ctx and acdc.py.
+ * kept: NULL, or k pointers (0 = skip) receiving each block's input, row-major (rows, n). Returns 0, or -1
+ * when no workspace could be allocated. */
+SL_EXPORT int SFX(sl_acdc_forward)(const T *x, const int64_t *in_pos, const T *A, const T *D, const int64_t *perm,
+                                   const int64_t *out_idx, const T *tw, const int64_t *br, const int64_t *kept, T *y,
+                                   int64_t rows, int64_t n, int64_t k, int64_t n_in, int64_t n_out, int relu,
+                                   int nthreads) {
+    if (rows <= 0) return 0;
+    T *a = SFX(cascade_parameters)(A, D, tw + 4 * (n / 2), br, n, k);
+    if (!a) return -1;
+    sl_cascade_ctx c = {.x = x, .tw = tw, .a = a, .cf = a + k * n, .in_pos = in_pos, .out_idx = out_idx,
+                        .perm = perm, .br = br, .blocks = kept, .y = y, .rows = rows, .n = n, .k = k, .n_in = n_in,
+                        .n_out = n_out, .nchunks = (rows + W - 1) / W, .relu = relu,
+                        .in_full = SFX(reaches_all)(in_pos, n_in, n), .out_full = 1};
+    const int nt = SFX(cascade_threads)(nthreads, rows, n, k, c.nchunks);
+    sl_parallel(SFX(cascade_forward_task), &c, nt, nt);
+    free(a);
+    return c.done == c.nchunks ? 0 : -1;
+}
+
+/* grad_A (k, n) in natural order and grad_D (k, n) from the sums over all rows of each block's grad_a
+ * (Makhoul order) and per-slot coefficient products S (k, m + 1, 3): with the bin weights w_q (1/n for
+ * q = 0 and m, 2/n otherwise) g_c = w_q S_c is the gradient of coefficient c of bin q, and through
+ * m00 = c2 d1 + s2 d2, m01 = cs (d1 - d2), m11 = s2 d1 + c2 d2 it reaches d1 = D[q] and d2 = D[n - q]. */
+static void SFX(cascade_gradients)(const T *grad_a, const T *S, const T *trig, const int64_t *br, int64_t n,
+                                   int64_t k, T *grad_A, T *grad_D) {
+    const int64_t m = n / 2, bins = m + 1;
+    const T *c2 = trig, *s2 = trig + bins, *cs = trig + 2 * bins;
+    for (int64_t i = 0; i < k; i++) {
+        T *gA = grad_A + i * n, *gD = grad_D + i * n;
+        for (int64_t j = 0; j < n; j++) gA[SFX(makhoul)(j, n)] = grad_a[i * n + j];
+        for (int64_t j = 0; j < n; j++) gD[j] = 0;
+        for (int64_t p = 0; p <= m; p++) {
+            const int64_t q = p < m ? br[p] : m;
+            const T w = (q == 0 || q == m) ? (T)1 / (T)n : (T)2 / (T)n;
+            const T *Sp = S + (i * bins + p) * 3;
+            const T g00 = w * Sp[0], g01 = w * Sp[1], g11 = w * Sp[2];
+            gD[q] += c2[q] * g00 + cs[q] * g01 + s2[q] * g11;
+            gD[q ? n - q : 0] += s2[q] * g00 - cs[q] * g01 + c2[q] * g11;
+        }
+    }
+}
+
+/* The whole cascade backward: from the output gradient g (rows, n_out) the input gradient grad_x
+ * (rows, n_in) and the gradients of A and D (k, n), natural order (see acdc.py). blocks: NULL to
+ * recompute every block input from x, else k pointers to the saved ones, row-major (rows, n). */
+SL_EXPORT int SFX(sl_acdc_backward)(const T *g, const T *x, const int64_t *in_pos, const int64_t *out_idx,
+                                    const int64_t *blocks, const T *A, const T *D, const int64_t *perm,
+                                    const int64_t *perm_inv, const T *tw, const int64_t *br, T *grad_x, T *grad_A,
+                                    T *grad_D, int64_t rows, int64_t n, int64_t k, int64_t n_in, int64_t n_out,
+                                    int relu, int nthreads) {
+    const int64_t m = n / 2, bins = m + 1, per = k * (n + 3 * bins);
+    T *acc = (T *)calloc((size_t)per, sizeof(T)); /* the sums over all rows: grad_a (k, n), S (k, m + 1, 3) */
+    if (!acc) return -1;
+    int status = 0;
+    if (rows > 0) {
+        T *a = SFX(cascade_parameters)(A, D, tw + 4 * m, br, n, k);
+        sl_cascade_ctx c = {.x = x, .g = g, .tw = tw, .a = a, .cf = a ? a + k * n : NULL, .in_pos = in_pos,
+                            .out_idx = out_idx, .perm = perm, .perm_inv = perm_inv, .br = br, .blocks = blocks,
+                            .y = grad_x, .rows = rows, .n = n, .k = k, .n_in = n_in, .n_out = n_out,
+                            .nchunks = (rows + W - 1) / W, .relu = relu,
+                            .in_full = SFX(reaches_all)(in_pos, n_in, n),
+                            .out_full = SFX(reaches_all)(out_idx, n_out, n)};
+        const int nt = SFX(cascade_threads)(nthreads, rows, n, k, c.nchunks);
+        /* groups of consecutive chunks, each with its own sums (added in group order: the same result whoever
+         * ran which group); more groups than workers, so that a slow worker holds up a small part of the work */
+        int64_t groups = nt > 1 ? 8 * (int64_t)nt : 1;
+        if (groups > c.nchunks) groups = c.nchunks;
+        c.per_group = (c.nchunks + groups - 1) / groups;
+        c.groups = (c.nchunks + c.per_group - 1) / c.per_group;
+        T *parts = a ? (T *)calloc((size_t)(c.groups * per), sizeof(T)) : NULL;
+        if (parts) {
+            c.acc = parts;
+            sl_parallel(SFX(cascade_backward_task), &c, nt, nt);
+            for (int64_t grp = 0; grp < c.groups; grp++) {
+                const T *part = parts + grp * per;
+                SL_IVDEP
+                for (int64_t q = 0; q < per; q++) acc[q] += part[q];
+            }
+        }
+        status = parts && c.done == c.groups ? 0 : -1;
+        free(parts);
+        free(a);
+    }
+    if (status == 0) SFX(cascade_gradients)(acc, acc + k * n, tw + 4 * m, br, n, k, grad_A, grad_D);
+    free(acc);
+    return status;
+}
+
+/* rfft / irfft of the rows of x by the FFT above (for tests): x (rows, n) -> z (rows, n/2 + 1, 2), and back
+ * (irfft drops the imaginary parts of bins 0 and n/2, as torch.fft.irfft does). */
+typedef struct {
+    const T *src, *tw;
+    const int64_t *br;
+    T *dst;
+    int64_t rows, n;
+    int inverse;
+} SFX(fft_ctx);
+
+static void SFX(fft_rows_task)(void *c_, int64_t ch0, int64_t ch1) {
+    const SFX(fft_ctx) *c = (const SFX(fft_ctx) *)c_;
+    const int64_t n = c->n, m = n / 2, bins = m + 1;
+    V *buf = NULL, *spec = NULL;
+    int64_t *slot = (int64_t *)malloc(sizeof(int64_t) * (size_t)(2 * bins)); /* column of a bin -> its slot */
+    if (!slot || posix_memalign((void **)&buf, 64, sizeof(V) * (size_t)(n + 2 * bins)) != 0) {
+        free(slot);
+        return;
+    }
+    for (int64_t q = 0; q < bins; q++) {
+        const int64_t p = q < m ? c->br[q] : m;
+        slot[2 * q] = 2 * p;
+        slot[2 * q + 1] = 2 * p + 1;
+    }
+    spec = buf + n;
+    for (int64_t ch = ch0; ch < ch1; ch++) {
+        const int64_t r0 = ch * W, nl = c->rows - r0 < W ? c->rows - r0 : W;
+        if (!c->inverse) {
+            SFX(lanes_load)(buf, c->src + r0 * n, n, nl, n, NULL, n, 1);
+            SFX(fft_dif)(buf, buf, NULL, m, c->tw);
+            SFX(middle)(buf, m, c->tw + 2 * m, NULL, 1, SFX(MID_STORE), spec, NULL, NULL);
+            SFX(lanes_store)(c->dst + r0 * 2 * bins, 2 * bins, nl, spec, 2 * bins, slot);
+        } else {
+            SFX(lanes_load)(spec, c->src + r0 * 2 * bins, 2 * bins, nl, 2 * bins, slot, 2 * bins, 1);
+            SFX(middle)(buf, m, c->tw + 2 * m, NULL, (T)1 / (T)n, SFX(MID_FROM) | SFX(MID_MAP), NULL, spec, NULL);
+            SFX(fft_dit)(buf, m, c->tw);
+            SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, NULL);
+        }
+    }
+    free(slot);
+    free(buf);
+}
+
+SL_EXPORT void SFX(sl_fft_real)(const T *src, T *dst, const T *tw, const int64_t *br, int64_t rows, int64_t n,
+                                int inverse, int nthreads) {
+    if (rows <= 0) return;
+    SFX(fft_ctx) c = {src, tw, br, dst, rows, n, inverse};
+    const int64_t chunks = (rows + W - 1) / W;
+    sl_parallel(SFX(fft_rows_task), &c, chunks, sl_nthreads(nthreads, rows * n, chunks));
+}
+
+#undef SFX_BC
+#undef SFX_SPLAT
+#undef SFX_RELU
+#undef SFX_TA
+#undef SFX_TB
+#undef SFX_RGRP
+#undef SFX_RSRC
+#undef SFX_RLO
+#undef SFX_RHI
+#undef SFX_CMUL
+#undef SFX_CMULC
+#undef SFX_LDC
 
 #endif /* SL_GENERIC */

@@ -1,4 +1,15 @@
-"""The ACDC layer: a cascade of ``x ↦ C⁻¹ diag(D) C diag(A) x`` blocks (Moczulski et al., ICLR 2016)."""
+"""The ACDC layer: a cascade of ``x ↦ C⁻¹ diag(D) C diag(A) x`` blocks (Moczulski et al., ICLR 2016).
+
+A linear cascade runs one of two ways, chosen per call by :func:`plan` (or fixed by the ``path`` option):
+
+* ``"fft"``: the cascade on the rows (:func:`~structlin.transforms.acdc.acdc_cascade`), ``O(depth · N log N)``
+  per row;
+* ``"dense"``: the cascade on the ``in_features`` rows of an identity matrix gives the layer's ``(in, out)``
+  matrix ``M`` (with its gradient flowing back to ``A`` and ``D``), then one GEMM, ``y = x M + bias``.
+
+Both compute the same function up to float rounding. The dense path wins where a GEMM of the batch costs less
+than the cascade's fixed and per-row costs: small ``N``, many rows (see :func:`plan` and ``docs/acdc.md``).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +25,43 @@ from ..costs import (
     acdc_block_flops,
     acdc_coefficient_backward_flops,
     acdc_coefficient_flops,
+    acdc_path_seconds,
+    acdc_recompute_flops,
 )
 from ..strategies.depth import Depth, resolve_depth
 from ..strategies.init import ACDCInit, resolve_acdc_init
-from ..transforms.acdc import acdc_cascade, gather_last
+from ..transforms._backend import constant_cache
+from ..transforms.acdc import acdc_cascade, gather_last, native_cascade
 from ._checks import check_compute_dtype, compute_dtype
 from .activations import activation_gain, is_elementwise, is_plain_relu, resolve_activation
 from .base import StructuredLayer, bookkeeping, register_layer
 
-__all__ = ["ACDC"]
+__all__ = ["ACDC", "plan", "PATHS"]
+
+#: The values of ``ACDC(path=...)``: choose per call, always the cascade, always the materialised matrix.
+PATHS = ("auto", "fft", "dense")
+
+
+def plan(rows: int, in_features: int, out_features: int, depth: int, *, dtype: torch.dtype = torch.float32,
+         device: torch.device | str = "cpu", grad: bool = True) -> str:
+    """``"fft"`` or ``"dense"``: the faster way to run a linear ``depth``-block cascade of size
+    ``N = max(in_features, out_features)`` on ``rows`` rows of ``dtype`` on ``device``, forward and, with
+    ``grad``, backward, by the time model :func:`structlin.costs.acdc_path_seconds` (calibrated on the CPU; see
+    ``docs/acdc.md``). Deterministic: a function of its arguments only. Empty batches take the FFT path (nothing
+    to run)."""
+    if rows == 0:
+        return "fft"
+    device = torch.device(device)
+    size = max(in_features, out_features)
+    native = native_cascade(size, dtype, device.type)
+    fft, dense = acdc_path_seconds(rows, in_features, out_features, depth, grad=grad, native=native,
+                                   device_type=device.type, itemsize=torch.finfo(dtype).bits // 8)
+    return "dense" if dense < fft else "fft"
+
+
+@constant_cache(maxsize=32)
+def _identity(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.eye(size, dtype=dtype, device=device)
 
 
 class _Gathers(NamedTuple):
@@ -72,8 +111,17 @@ class ACDC(StructuredLayer):
     Without an activation, or with an activation that is exactly ``nn.ReLU`` with no hooks, the cascade is one
     custom op (``structlin::acdc_cascade``, the ReLUs inside it); any other activation (a subclass of ``nn.ReLU``
     included) runs as given between one-block ops, and sees its input in natural feature order unless it is
-    exactly one of torch's elementwise activations with no hooks. Each block saves only its input for backward;
-    an activation run outside the op saves what its own backward needs too.
+    exactly one of torch's elementwise activations with no hooks.
+
+    Memory for backward: with ``recompute=True`` (the default) the cascade op saves only the layer's input, as
+    ``nn.Linear`` does (``rows · in_features · itemsize`` bytes), and its backward recomputes the block inputs a
+    chunk of rows at a time; with ``recompute=False`` it saves every block's input (``depth`` tensors of
+    ``rows · N``), which spares the backward one ``irfft`` per block. An activation run outside the op saves
+    what its own backward needs too.
+
+    Path: a linear cascade (no activation) runs either as the cascade on the rows or, where that is slower, as
+    one GEMM with the cascade's dense matrix, materialised differentiably on each call (``path="auto"``, see
+    :func:`plan`); the two give the same function up to float rounding.
 
     The gather tables are derived from ``permutations`` on demand and follow it: an in-place edit, a load or a
     move of the buffer is seen by the next call, forward and backward. A ``permutations`` value whose rows are not
@@ -95,6 +143,10 @@ class ACDC(StructuredLayer):
             ``permutations``, shape ``(depth - 1, N)``).
         activation: ``None``, a name (``"relu"``, ``"gelu"``, ``"tanh"``, …) or an ``nn.Module``, applied
             between blocks (not after the last).
+        recompute: keep only the input for backward and recompute the block inputs there (default), or keep
+            every block's input (False).
+        path: ``"auto"`` (choose per call with :func:`plan`), ``"fft"`` (always the cascade on the rows) or
+            ``"dense"`` (always the materialised matrix; a linear layer only: ``ValueError`` with an activation).
         device, dtype: of the parameters; dtype float16, bfloat16, float32 or float64 (``TypeError`` otherwise).
             ``device="meta"`` builds without data (see :class:`~structlin.StructuredLayer`).
 
@@ -117,6 +169,8 @@ class ACDC(StructuredLayer):
         init: str | ACDCInit = "paper",
         permute: bool = True,
         activation: str | nn.Module | None = None,
+        recompute: bool = True,
+        path: str = "auto",
         device=None,
         dtype=None,
     ):
@@ -126,6 +180,13 @@ class ACDC(StructuredLayer):
         self.depth = resolve_depth(depth, n)
         self.init = resolve_acdc_init(init)
         self.activation = resolve_activation(activation)
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}")
+        if path == "dense" and self.activation is not None:
+            raise ValueError("path='dense' needs a linear cascade (activation=None): with an activation between "
+                             "blocks the layer has no dense matrix")
+        self.recompute = bool(recompute)
+        self.path = path
         self.A = nn.Parameter(torch.empty(self.depth, n, **factory))
         self.D = nn.Parameter(torch.empty(self.depth, n, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
@@ -167,34 +228,53 @@ class ACDC(StructuredLayer):
         return gather_last(self.activation(x), gathers.order, gathers.unorder)
 
     def _cascade(self, x: torch.Tensor) -> torch.Tensor:
+        """The cascade (no bias) on ``x`` ``(..., in_features)`` in the compute dtype."""
         compute = compute_dtype(self.A.dtype)
         A, D = self.A.to(compute), self.D.to(compute)
         gathers = self._size_tables()
         perms = self.derived("permutations", self._permutation_tables) if self.permutations is not None else None
         if self.activation is None or self._fused_relu:  # the whole cascade in one op
             return acdc_cascade(x, A, D, gather_in=gathers.gather_in, permutations=perms,
-                                gather_out=gathers.gather_out, relu=self._fused_relu)
+                                gather_out=gathers.gather_out, relu=self._fused_relu, recompute=self.recompute)
         # one block at a time; unbind, not A[i : i + 1]: its backward stacks the k row gradients once instead of
         # summing k full (k, ·) ones
         last = self.depth - 1
         for i, (a, d) in enumerate(zip(A.unbind(0), D.unbind(0))):
             x = acdc_cascade(x, a.unsqueeze(0), d.unsqueeze(0), gather_in=gathers.gather_in if i == 0 else None,
-                             gather_out=gathers.gather_out if i == last else None)
+                             gather_out=gathers.gather_out if i == last else None, recompute=self.recompute)
             if i < last:
                 if perms is not None:
                     x = gather_last(x, perms[0][i], perms[1][i])
                 x = self._activate(x, gathers)
         return x
 
+    def _path(self, rows: int, dtype: torch.dtype, device: torch.device, grad: bool) -> str:
+        """``"fft"`` or ``"dense"`` for a call on ``rows`` rows (see :func:`plan`)."""
+        if self.activation is not None:
+            return "fft"
+        if self.path != "auto":
+            return self.path
+        return plan(rows, self.in_features, self.out_features, self.depth, dtype=dtype, device=device, grad=grad)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features)`` → ``(..., out_features)``."""
         self._check_input(x)
         compute = compute_dtype(self.A.dtype)
         check_compute_dtype(self, x, self.A.dtype, self.A.device, compute)
-        y = self._cascade(x.to(compute))
-        if self.bias is not None:
-            y = y + self.bias.to(compute)
-        return y.to(x.dtype)
+        dtype, x = x.dtype, x.to(compute)
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.A.requires_grad or self.D.requires_grad)
+        rows = x.numel() // self.in_features
+        bias = self.bias.to(compute) if self.bias is not None else None
+        if self._path(rows, compute, x.device, grad) == "dense":
+            identity = _identity(self.in_features, compute, x.device)
+            matrix = self._cascade(identity)  # (in, out): row j is the layer's (bias-free) output for input e_j
+            flat = x.reshape(-1, self.in_features)
+            y = flat @ matrix if bias is None else torch.addmm(bias, flat, matrix)
+            return y.view(*x.shape[:-1], self.out_features).to(dtype)
+        y = self._cascade(x)
+        if bias is not None:
+            y = y + bias
+        return y.to(dtype)
 
     def to_dense(self) -> torch.Tensor:
         """The ``(out_features, in_features)`` matrix ``W`` with ``forward(x) == x @ W.T + bias``."""
@@ -205,24 +285,48 @@ class ACDC(StructuredLayer):
             return self._cascade(eye).T.contiguous().to(self.A.dtype)
 
     def cost(self, batch_shape=()) -> Cost:
-        """Analytic cost for inputs ``(*batch_shape, in_features)``; see :mod:`structlin.costs`."""
+        """Analytic cost of a training call (grad enabled) on inputs ``(*batch_shape, in_features)``, on the path
+        :func:`plan` picks for it (float32 on the CPU, or the layer's ``path``); see :mod:`structlin.costs`."""
         rows, n, k = self._rows(batch_shape), self.size, self.depth
-        itemsize = torch.finfo(compute_dtype(self.A.dtype)).bits // 8  # the block inputs are saved in it
-        between = (k - 1) * n if self.activation is not None else 0  # one op per element per activation
+        compute = compute_dtype(self.A.dtype)
+        itemsize = torch.finfo(compute).bits // 8  # the saved tensors are in the compute dtype
+        device = self.A.device if self.A.device.type != "meta" else torch.device("cpu")
         bias = self.out_features if self.bias is not None else 0
+        params = 2 * k * n + bias
+        coefficients, coefficients_backward = k * acdc_coefficient_flops(n), k * acdc_coefficient_backward_flops(n)
+        if self._path(rows, compute, device, True) == "dense":
+            # the cascade on the in_features rows of the identity, then one GEMM (addmm with a bias)
+            inner, outer = self.in_features, 2 * rows * self.in_features * self.out_features
+            forward = inner * k * acdc_block_flops(n) + coefficients + outer + rows * bias
+            recomputed = acdc_recompute_flops(n, k) if self.recompute else 0
+            cascade_backward = inner * (k * acdc_block_backward_flops(n) + recomputed) + coefficients_backward
+            backward = 2 * outer + max(rows - 1, 0) * bias + cascade_backward
+            return Cost(params=params, forward_flops=forward, backward_flops=backward,
+                        saved_bytes=rows * self.in_features * itemsize)
+        between = (k - 1) * n if self.activation is not None else 0  # one op per element per activation
         # the per-bin coefficients from D, once per block, and their gradients back to D
-        forward = rows * (k * acdc_block_flops(n) + between + bias) + k * acdc_coefficient_flops(n)
-        coefficients_backward = k * acdc_coefficient_backward_flops(n)
+        forward = rows * (k * acdc_block_flops(n) + between + bias) + coefficients
         bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
         backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward
-        # the block inputs; an activation run outside the op (any but ReLU) saves what its backward needs too
-        outside = self.activation is not None and not self._fused_relu
-        saved = rows * n * itemsize * (k + (k - 1 if outside else 0))
-        params = 2 * k * n + bias
+        outside = self.activation is not None and not self._fused_relu  # one op per block
+        if self.recompute and not outside:  # the block inputs recomputed from the layer's input
+            backward += rows * acdc_recompute_flops(n, k, self._fused_relu)
+        # saved: the first block's input (the layer's input with recompute, else its padded copy), the other
+        # block inputs unless one op recomputes them, and what each activation run outside the op keeps
+        first = self.in_features if self.recompute else n
+        others = 0 if self.recompute and not outside else (k - 1) * n
+        saved = rows * itemsize * (first + others + ((k - 1) * n if outside else 0))
         return Cost(params=params, forward_flops=forward, backward_flops=backward, saved_bytes=saved)
 
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, size={self.size}, depth={self.depth}, bias={self.bias is not None}, "
-            f"permute={self.permutations is not None}, init={self.init!r}"
+            f"permute={self.permutations is not None}, init={self.init!r}, recompute={self.recompute}, "
+            f"path={self.path!r}"
         )
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # layers pickled before these options existed: the defaults compute the same function
+        self.__dict__.setdefault("recompute", True)
+        self.__dict__.setdefault("path", "auto")

@@ -1,8 +1,10 @@
-"""Fast, differentiable transforms over the last dimension: DCT-II/III and Walsh-Hadamard.
+"""Fast, differentiable transforms: DCT-II/III over the last dimension (:func:`dct`, :func:`idct`) or any set of
+dimensions (:func:`dctn`, :func:`idctn`), DCT-I (:func:`dct1`, :func:`idct1`) and Walsh-Hadamard (:func:`fwht`).
 
-Each is a ``torch.library`` custom op (``structlin::dct``, ``structlin::idct``, ``structlin::fwht``) with an
-analytic backward, so ``torch.compile(fullgraph=True)`` runs it without graph breaks and
-``torch.utils.flop_counter.FlopCounterMode`` counts it with the formulas in :mod:`structlin.costs`.
+Each is a ``torch.library`` custom op (``structlin::dct``, ``structlin::idct``, ``structlin::dctn``,
+``structlin::idctn``, ``structlin::dct1``, ``structlin::fwht``) with an analytic backward, so
+``torch.compile(fullgraph=True)`` runs it without graph breaks and ``torch.utils.flop_counter.FlopCounterMode``
+counts it with the formulas in :mod:`structlin.costs`.
 
 Under ``torch.func`` transforms (``grad``, ``jacrev``, ``jacfwd``, ``jvp``, ``vmap``, ``hessian``, and their
 compositions), forward-mode AD (``torch.autograd.forward_ad``) and the vectorized ``torch.autograd.functional``
@@ -15,6 +17,9 @@ A custom op called directly (``torch.ops.structlin.*``) under them raises instea
 
 from ._backend import native_kernels, native_status
 from .dct import dct, idct
-from .hadamard import fwht, fwht_butterfly
+from .dct1 import dct1, idct1
+from .dctn import dctn, idctn
+from .hadamard import fwht, fwht_butterfly, next_power_of_2
 
-__all__ = ["dct", "idct", "fwht", "fwht_butterfly", "native_kernels", "native_status"]
+__all__ = ["dct", "idct", "dctn", "idctn", "dct1", "idct1", "fwht", "fwht_butterfly", "next_power_of_2",
+           "native_kernels", "native_status"]

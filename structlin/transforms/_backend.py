@@ -31,8 +31,8 @@ import torch.autograd.forward_ad as _forward_ad
 
 from .. import _native
 
-__all__ = ["native_kernels", "native_status", "uses_native", "transformed", "functorch_active", "in_composite",
-           "dispatch", "refuse_when_transformed", "constant_cache"]
+__all__ = ["native_kernels", "native_status", "uses_native", "native_for", "transformed", "functorch_active",
+           "in_composite", "dispatch", "plain_eager", "refuse_when_transformed", "constant_cache"]
 
 _enabled = True
 
@@ -69,23 +69,51 @@ def in_composite() -> bool:
 
 def uses_native(x: torch.Tensor) -> bool:
     """True when ``x`` will be transformed by the native kernels (never inside a composite form)."""
+    return native_for(x.device.type, x.dtype)
+
+
+def native_for(device_type: str, dtype: torch.dtype) -> bool:
+    """True when tensors of ``dtype`` on a device of type ``device_type`` will be transformed by the native
+    kernels (never inside a composite form)."""
     return (
         _enabled
         and not _state.composite
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
+        and device_type == "cpu"
+        and dtype in (torch.float32, torch.float64)
         and _native.available()
     )
 
 
-def dispatch(op: Callable, composite: Callable) -> Callable:
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def plain_eager(args) -> bool:
+    """True when nothing needs to see an op's call: not compiling, no dispatch mode active (``FlopCounterMode``,
+    ``FakeTensorMode``, structlin's report), and the op's data arguments (the first three, lists included; the rest
+    are index tables and flags) plain, non-meta tensors or None."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return False
+    for a in args[:3]:
+        for t in a if isinstance(a, (list, tuple)) else (a,):
+            if t is not None and (type(t) not in _PLAIN or t.is_meta):
+                return False
+    return True
+
+
+def dispatch(op: Callable, composite: Callable, eager: Callable | None = None) -> Callable:
     """A callable that runs ``op`` (a custom op), or, while :func:`transformed` is true of the first argument,
     ``composite`` (the same function of the same arguments, on its pure-PyTorch path: the native kernels are off
-    until it returns)."""
+    until it returns). With ``eager`` (the same function again, without the custom op's dispatch: an
+    ``autograd.Function``, or the implementation itself), that runs instead of ``op`` when
+    :func:`plain_eager` is true: the custom op's Python dispatch costs tens of microseconds a call, which is
+    most of a small layer's time; whatever needs to see the op (``torch.compile``, dispatch modes such as
+    ``FlopCounterMode``) still gets it."""
 
     @functools.wraps(composite)
     def run(*args, **kwargs):
         if not transformed(args[0]):
+            if eager is not None and plain_eager(args):
+                return eager(*args, **kwargs)
             return op(*args, **kwargs)
         previous, _state.composite = _state.composite, True
         try:

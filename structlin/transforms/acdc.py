@@ -19,8 +19,19 @@ applied to the output gradient; the coefficient gradients follow from ``⟨g, ir
 with ``G = rfft(g)`` and ``w_k = 1/n`` for the DC and Nyquist bins, ``2/n`` otherwise.
 
 :func:`acdc_cascade` runs a whole cascade as one custom op, ``structlin::acdc_cascade``: gathers, blocks,
-permutations, optional ReLUs and the per-bin coefficients, with an analytic backward op that keeps only the
-block inputs.
+permutations, optional ReLUs and the per-bin coefficients, with an analytic backward op. For backward it keeps
+either every block input (``recompute=False``) or only its input ``x`` (``recompute=True``), from which the
+backward recomputes the block inputs, a chunk of rows at a time, so that they never exist for the whole batch.
+
+How it runs (the two paths compute the same function):
+
+* **Native** (CPU, float32/float64, power-of-two ``n`` up to :data:`NATIVE_MAX_SIZE`): the whole cascade, forward
+  or backward, is one C call with one parallel region. Rows are cut into chunks of one vector's width (16
+  float32 rows with AVX-512), held "transposed" so that every lane of a vector is one row; a chunk runs through
+  every block while it sits in the L2 cache, with structlin's own FFT (``kernels.c``). Workers claim chunks
+  as they go, so a worker on a busy core holds up only the chunk it is on.
+* **PyTorch** (any other size, device or dtype, and the composite form): ``torch.fft`` and gathers, run on
+  chunks of rows of :data:`CHUNK_BYTES` bytes on the CPU (the whole batch at once elsewhere).
 
 Under ``torch.func`` transforms and forward-mode AD the public functions run the same implementations directly,
 on their pure-PyTorch path (FFTs, gathers and elementwise ops that those transforms differentiate and batch by
@@ -44,11 +55,20 @@ from ..costs import (
     acdc_block_flops,
     acdc_coefficient_backward_flops,
     acdc_coefficient_flops,
+    acdc_recompute_flops,
 )
-from ._backend import constant_cache, dispatch, functorch_active, in_composite, uses_native
+from ._backend import constant_cache, dispatch, functorch_active, in_composite, native_for, uses_native
 from ._ops import define_op, register_flops, rows_of
 
-__all__ = ["acdc_cascade", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order"]
+__all__ = ["acdc_cascade", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order", "native_cascade",
+           "NATIVE_MAX_SIZE", "CHUNK_BYTES"]
+
+#: Largest block size the native cascade runs (a chunk's backward workspace grows with ``depth · n``); larger
+#: sizes take the PyTorch path.
+NATIVE_MAX_SIZE = 1 << 16
+#: Bytes of a chunk of rows (``rows · n · itemsize``) on the PyTorch path on the CPU: it bounds the backward's
+#: transient memory; 4 MB measured faster than 0.25 MB, 1 MB and the whole batch (docs/benchmarks.md).
+CHUNK_BYTES = 1 << 22
 
 
 def makhoul_order(n: int) -> np.ndarray:
@@ -76,13 +96,15 @@ def bin_coefficients(D: torch.Tensor, trig=None):
     return c2 * d1 + s2 * d2, cs * (d1 - d2), s2 * d1 + c2 * d2
 
 
-def _apply_bins(spectrum: torch.Tensor, m00, m01, m11) -> torch.Tensor:
-    """The symmetric 2×2 map on each bin: one native pass on the CPU, else ``α V + β conj(V)`` with
-    ``α = (m00 + m11)/2`` and ``β = (m00 − m11)/2 + i m01`` (three passes over contiguous complex data)."""
+def _apply_bins(spectrum: torch.Tensor, m00, m01, m11, in_place: bool = True) -> torch.Tensor:
+    """The symmetric 2×2 map on each bin: one native pass on the CPU (over ``spectrum`` itself unless
+    ``in_place`` is False), else ``α V + β conj(V)`` with ``α = (m00 + m11)/2`` and ``β = (m00 − m11)/2 + i m01``
+    (three passes over contiguous complex data)."""
     if uses_native(spectrum.real) and spectrum.dim() == 2 and spectrum.is_contiguous():
-        view = torch.view_as_real(spectrum)
-        _native.bin_map(view, m00.contiguous(), m01.contiguous(), m11.contiguous(), view)
-        return spectrum
+        out = spectrum if in_place else torch.empty_like(spectrum)
+        _native.bin_map(torch.view_as_real(spectrum), m00.contiguous(), m01.contiguous(), m11.contiguous(),
+                        torch.view_as_real(out))
+        return out
     alpha = (m00 + m11) / 2
     beta = torch.complex((m00 - m11) / 2, m01)
     return torch.addcmul(spectrum * alpha, _conj(spectrum), beta)
@@ -104,6 +126,51 @@ def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     if n % 2 == 0:
         w[-1] = 1.0 / n
     return w
+
+
+@constant_cache(maxsize=64)
+def _fft_tables(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The native cascade's tables for blocks of size ``n`` (a power of two ≥ 2), on the CPU: ``(table, br)``
+    with ``br`` the bit reversal of ``0 … m − 1`` (``m = n/2``, int64) and, in ``dtype`` (computed in float64,
+    with exact zeros at quarter turns), ``table`` = the FFT's twiddles ``(cos 2πt/m, −sin 2πt/m)`` for ``t < m``,
+    then ``(cos 2πk/n, sin 2πk/n)`` with ``k = br[p]`` for ``p < m`` (both interleaved), then
+    :func:`bin_trig`'s ``c²``, ``s²`` and ``cs`` (``m + 1`` each)."""
+    m = n // 2
+    bits = m.bit_length() - 1
+    ranks, reversed_ranks = np.arange(m), np.zeros(m, dtype=np.int64)
+    for b in range(bits):
+        reversed_ranks |= ((ranks >> b) & 1) << (bits - 1 - b)
+    t = 2 * np.pi * ranks / m
+    k = 2 * np.pi * reversed_ranks / n
+    tw = np.concatenate([np.stack([np.cos(t), -np.sin(t)], 1).ravel(), np.stack([np.cos(k), np.sin(k)], 1).ravel()])
+    tw[np.abs(tw) < 1e-15] = 0.0
+    trig = [t.numpy() for t in bin_trig(n, dtype=torch.float64)[:3]]
+    return torch.as_tensor(np.concatenate([tw, *trig]), dtype=dtype), torch.as_tensor(reversed_ranks)
+
+
+def native_cascade(n: int, dtype: torch.dtype, device_type: str = "cpu") -> bool:
+    """Whether a cascade of block size ``n`` on tensors of ``dtype`` on ``device_type`` runs on the native
+    kernels: CPU float32/float64 with the kernels on, and ``n`` a power of two from 2 to
+    :data:`NATIVE_MAX_SIZE`."""
+    return 2 <= n <= NATIVE_MAX_SIZE and n & (n - 1) == 0 and native_for(device_type, dtype)
+
+
+def _native_tables_ok(n: int, in_inverse, perm_index, perm_inverse, out_index) -> bool:
+    """The gathers as the native kernels read them: input columns and output columns at positions in range,
+    permutations without padding (the PyTorch path handles any other table)."""
+    n_in = n if in_inverse is None else in_inverse.shape[0]
+    n_out = n if out_index is None else out_index.shape[0]
+    return (_native.index_ok(in_inverse, n_in, n) and _native.index_ok(out_index, n_out, n)
+            and _native.index_ok(perm_index, n, n, 0) and _native.index_ok(perm_inverse, n, n, 0))
+
+
+def _chunks(rows: int, n: int, like: torch.Tensor) -> list[tuple[int, int]]:
+    """Row ranges of the PyTorch path: :data:`CHUNK_BYTES` each on the CPU; the whole batch on other devices
+    and in a composite form."""
+    step = rows
+    if like.device.type == "cpu" and not in_composite():
+        step = max(1, CHUNK_BYTES // (n * like.element_size()))
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
 def _column_dot_and_scale(
@@ -142,6 +209,64 @@ def _reordered_parameters(A: torch.Tensor, D: torch.Tensor):
     return A.index_select(1, order), bin_coefficients(D, trig), unorder, trig
 
 
+def _permutation(index: Optional[torch.Tensor], inverse: Optional[torch.Tensor], i: int):
+    return (None, None) if index is None else (index[i], inverse[i])
+
+
+def _blocks(v: torch.Tensor, a, coefficients, perm_index, perm_inverse, relu: bool, keep_inputs: bool = False,
+            for_backward: bool = False):
+    """The PyTorch path: the ``k`` blocks on rows ``v`` ``(rows, n)`` (the first block's input). Returns
+    ``(output, inputs, spectra)``: ``inputs`` the ``k`` block inputs with ``keep_inputs`` or ``for_backward``;
+    with ``for_backward`` also ``spectra``, each block's ``rfft(a_i ⊙ v_i)``, and the last block stops at its
+    spectrum (``output`` is None): what the backward needs."""
+    k, n = a.shape
+    m00, m01, m11 = coefficients
+    inputs, spectra = [], []
+    for i in range(k):
+        if i > 0:
+            index, inverse = _permutation(perm_index, perm_inverse, i - 1)
+            if index is not None:
+                v = _gather_impl(v, index, inverse)
+            if relu:
+                # in place on this function's own tensor (a gather's or an irfft's output), but not in a composite
+                # form, where transforms trace or differentiate through it
+                v = v.relu() if in_composite() else v.relu_()
+        if keep_inputs or for_backward:
+            inputs.append(v)
+        spectrum = torch.fft.rfft(v * a[i])
+        if for_backward:
+            spectra.append(spectrum)
+            if i == k - 1:
+                return None, inputs, spectra
+        v = torch.fft.irfft(_apply_bins(spectrum, m00[i], m01[i], m11[i], in_place=not for_backward), n=n)
+    return v, inputs, spectra
+
+
+def _blocks_backward(g: torch.Tensor, inputs, spectra, a, coefficients, perm_index, perm_inverse, relu: bool):
+    """The PyTorch path of the blocks' backward on rows: from the gradient of the last block's output ``g``
+    ``(rows, n)`` and the block inputs (and their spectra, else recomputed here), ``(gradient of the first
+    block's input, Σ_rows grad_a (k, n), coefficient sums (k, n//2 + 1, 3))``."""
+    k, n = a.shape
+    m00, m01, m11 = coefficients
+    grad_a, sums = [None] * k, [None] * k
+    work = g.new_empty(g.shape[0], n) if uses_native(g) and spectra is None else None  # one buffer for a ⊙ v
+    for i in reversed(range(k)):
+        v = inputs[i]
+        G = torch.fft.rfft(g)
+        if spectra is not None:
+            U = spectra[i]
+        else:
+            U = torch.fft.rfft(v * a[i] if work is None else torch.mul(v, a[i], out=work))
+        sums[i], mapped = _coefficient_sums_and_map(G, U, m00[i], m01[i], m11[i])
+        # with ReLUs, v_i = relu(p) for i > 0 is positive exactly where p is: that masks the gradient reaching p
+        grad_a[i], g = _column_dot_and_scale(torch.fft.irfft(mapped, n=n), v, a[i], relu_mask=relu and i > 0)
+        if i > 0:
+            index, inverse = _permutation(perm_index, perm_inverse, i - 1)
+            if index is not None:  # the gradient reaching the gather's source
+                g = _gather_impl(g, inverse, index)
+    return g, torch.stack(grad_a), torch.stack(sums)
+
+
 def _cascade_impl(
     x: torch.Tensor,
     A: torch.Tensor,
@@ -165,27 +290,28 @@ def _cascade_impl(
     kept_count = (k if in_index is not None else k - 1) if keep else 0
     if rows == 0:  # some FFT backends reject empty batches
         return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
-    a, (m00, m01, m11), _, _ = _reordered_parameters(A, D)
-    kept = []
-    v = rows_x
-    for i in range(k):
-        index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
-        if index is not None:
-            v = _gather_impl(v, index, inverse)
-        if relu and i > 0:
-            # in place on this function's own tensor (a gather's or an irfft's output), but not in a composite form,
-            # where transforms trace or differentiate through it
-            v = v.relu() if in_composite() else v.relu_()
-        if keep and v is not rows_x:
-            kept.append(v.view(*batch, n))
-        v = torch.fft.irfft(_apply_bins(torch.fft.rfft(v * a[i]), m00[i], m01[i], m11[i]), n=n)
-    if out_index is not None:
-        v = _gather_impl(v, out_index, out_inverse)
-    return [v.view(*batch, -1)] + kept
-
-
-def _permutation(index: Optional[torch.Tensor], inverse: Optional[torch.Tensor], i: int):
-    return (None, None) if index is None else (index[i], inverse[i])
+    tables = (in_inverse, perm_index, perm_inverse, out_index)
+    if native_cascade(n, x.dtype, x.device.type) and _native_tables_ok(n, *tables):
+        y = rows_x.new_empty(rows, _output_size(A, out_index))
+        kept = [rows_x.new_empty(rows, n) for _ in range(kept_count)]
+        targets = ([None] if in_index is None else []) + kept if keep else None
+        _native.acdc_forward(rows_x.contiguous(), in_inverse, A.contiguous(), D.contiguous(), perm_index, out_index,
+                             *_fft_tables(n, x.dtype), targets, y, relu)
+        return [y.view(*batch, -1)] + [t.view(*batch, n) for t in kept]
+    a, coefficients, _, _ = _reordered_parameters(A, D)
+    outputs, kept_parts = [], []
+    for start, stop in _chunks(rows, n, rows_x):
+        v = rows_x[start:stop]
+        if in_index is not None:
+            v = _gather_impl(v, in_index, in_inverse)
+        v, inputs, _ = _blocks(v, a, coefficients, perm_index, perm_inverse, relu, keep_inputs=keep)
+        if out_index is not None:
+            v = _gather_impl(v, out_index, out_inverse)
+        outputs.append(v)
+        kept_parts.append(inputs[1:] if in_index is None else inputs)
+    y = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    kept = [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*kept_parts)] if keep else []
+    return [y.view(*batch, -1)] + [t.view(*batch, n) for t in kept]
 
 
 def _cascade_backward_impl(
@@ -200,32 +326,49 @@ def _cascade_backward_impl(
     out_index: Optional[torch.Tensor],
     out_inverse: Optional[torch.Tensor],
     relu: bool,
+    recompute: bool,
 ) -> list[torch.Tensor]:
+    """``[grad_x, grad_A, grad_D]`` from the output gradient and what the forward kept: ``inputs`` is ``[x]``
+    with ``recompute`` (every block input is recomputed from it, a chunk of rows at a time), else the ``k``
+    block inputs."""
     k, n = A.shape
-    if len(inputs) != k:
+    if not recompute and len(inputs) != k:
         raise RuntimeError("acdc_cascade ran with keep=False, so it saved nothing to differentiate with")
-    shape = _input_shape(inputs[0], in_inverse)
+    shape = tuple(inputs[0].shape) if recompute else _input_shape(inputs[0], in_inverse)
     rows = grad.reshape(-1, grad.shape[-1]).shape[0]
     if rows == 0:
         return [grad.new_zeros(shape), torch.zeros_like(A), torch.zeros_like(D)]
-    a, (m00, m01, m11), unorder, trig = _reordered_parameters(A, D)
-    grad_a, sums = [None] * k, [None] * k
-    g = grad.reshape(rows, -1)
-    if out_index is not None:
-        g = _gather_impl(g, out_inverse, out_index)
-    work = g.new_empty(rows, n) if uses_native(g) else None  # one buffer for every block's a ⊙ v
-    for i in reversed(range(k)):
-        v = inputs[i].reshape(rows, n)
-        G = torch.fft.rfft(g)
-        U = torch.fft.rfft(v * a[i] if work is None else torch.mul(v, a[i], out=work))
-        sums[i], mapped = _coefficient_sums_and_map(G, U, m00[i], m01[i], m11[i])
-        # with ReLUs, v_i = relu(p) for i > 0 is positive exactly where p is: that masks the gradient reaching p
-        grad_a[i], g = _column_dot_and_scale(torch.fft.irfft(mapped, n=n), v, a[i], relu_mask=relu and i > 0)
-        index, inverse = (in_index, in_inverse) if i == 0 else _permutation(perm_index, perm_inverse, i - 1)
-        if index is not None:  # the gradient reaching the gather's source
-            g = _gather_impl(g, inverse, index)
-    grad_A = torch.stack(grad_a).index_select(1, unorder)
-    return [g.view(shape), grad_A, _coefficient_backward(torch.stack(sums), D, trig)]
+    g_rows = grad.reshape(rows, -1)
+    sources = [t.reshape(rows, -1) for t in inputs]
+    tables = (in_inverse, perm_index, perm_inverse, out_index)
+    if native_cascade(n, grad.dtype, grad.device.type) and _native_tables_ok(n, *tables):
+        grad_x, grad_A, grad_D = g_rows.new_empty(rows, shape[-1]), A.new_empty(k, n), D.new_empty(k, n)
+        x, blocks = (sources[0].contiguous(), None) if recompute else (None, [t.contiguous() for t in sources])
+        _native.acdc_backward(g_rows.contiguous(), x, in_inverse, out_index, blocks, A.contiguous(), D.contiguous(),
+                              perm_index, perm_inverse, *_fft_tables(n, A.dtype), grad_x, grad_A, grad_D, relu)
+        return [grad_x.view(shape), grad_A, grad_D]
+    a, coefficients, unorder, trig = _reordered_parameters(A, D)
+    grad_parts, grad_a, sums = [], None, None
+    for start, stop in _chunks(rows, n, g_rows):
+        g = g_rows[start:stop]
+        if out_index is not None:
+            g = _gather_impl(g, out_inverse, out_index)
+        if recompute:
+            v = sources[0][start:stop]
+            v = v if in_index is None else _gather_impl(v, in_index, in_inverse)
+            _, block_inputs, spectra = _blocks(v, a, coefficients, perm_index, perm_inverse, relu, for_backward=True)
+        else:
+            block_inputs, spectra = [t[start:stop] for t in sources], None
+        g, chunk_a, chunk_sums = _blocks_backward(g, block_inputs, spectra, a, coefficients, perm_index,
+                                                  perm_inverse, relu)
+        if in_index is not None:  # the gradient reaching the input gather's source
+            g = _gather_impl(g, in_inverse, in_index)
+        grad_parts.append(g)
+        grad_a = chunk_a if grad_a is None else grad_a + chunk_a
+        sums = chunk_sums if sums is None else sums + chunk_sums
+    grad_x = grad_parts[0] if len(grad_parts) == 1 else torch.cat(grad_parts)
+    grad_A = grad_a.index_select(1, unorder)
+    return [grad_x.view(shape), grad_A, _coefficient_backward(sums, D, trig)]
 
 
 def _coefficient_backward(sums: torch.Tensor, D: torch.Tensor, trig) -> torch.Tensor:
@@ -281,6 +424,8 @@ def _gather_impl(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
     return padded.index_select(-1, torch.where(index < 0, x.shape[-1], index))
 
 
+
+
 def _relu_flops(rows: int, k: int, n: int, relu: bool) -> int:
     """The ReLUs between blocks (or their gradients): one op per element, as for a separate activation."""
     return rows * (k - 1) * n if relu else 0
@@ -289,17 +434,30 @@ def _relu_flops(rows: int, k: int, n: int, relu: bool) -> int:
 _GATHERS = 6  # in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse
 
 
-def _relu_argument(after_parameters: tuple, kwargs: dict) -> bool:
-    """The ``relu`` argument of either op, from the arguments after ``A`` and ``D`` (the gathers come first)."""
-    return kwargs["relu"] if "relu" in kwargs else bool(after_parameters[_GATHERS])
+def _flag(after_parameters: tuple, kwargs: dict, name: str, position: int) -> bool:
+    """A flag argument of either op (``relu`` first after the gathers, then ``keep`` or ``recompute``), from the
+    arguments after ``A`` and ``D``."""
+    return kwargs[name] if name in kwargs else bool(after_parameters[_GATHERS + position])
+
+
+def _backward_flops(rows: int, k: int, n: int, relu: bool, recompute: bool) -> int:
+    """FLOPs of the backward op: each block's backward, the coefficient gradients and the ReLUs' gradients, and
+    with ``recompute`` the recomputation of the block inputs (:func:`~structlin.costs.acdc_recompute_flops`)."""
+    flops = k * (rows * acdc_block_backward_flops(n) + acdc_coefficient_backward_flops(n))
+    flops += _relu_flops(rows, k, n, relu)
+    return flops + (rows * acdc_recompute_flops(n, k, relu) if recompute else 0)
 
 
 def _save_cascade(ctx, inputs, output) -> None:
-    """Save ``A``, ``D``, the gathers and the ``k`` block inputs (``x`` first when there is no input gather)."""
-    x, A, D, *gathers, relu, _keep = inputs
-    ctx.relu = relu
+    """Save ``A``, ``D``, the gathers, and either the ``k`` block inputs (``keep``: ``x`` first when there is no
+    input gather) or ``x`` alone (the backward recomputes the rest)."""
+    x, A, D, *gathers, relu, keep = inputs
+    ctx.relu, ctx.recompute = relu, not keep
     ctx.mark_non_differentiable(*output[1:])
-    block_inputs = list(output[1:]) if gathers[0] is not None else [x, *output[1:]]
+    if keep:
+        block_inputs = list(output[1:]) if gathers[0] is not None else [x, *output[1:]]
+    else:
+        block_inputs = [x]
     ctx.save_for_backward(A, D, *gathers, *block_inputs)
 
 
@@ -309,7 +467,36 @@ def _cascade_gradients(ctx, grad: torch.Tensor | None) -> tuple:
         return (None,) * (_GATHERS + 5)
     A, D, *rest = ctx.saved_tensors
     gathers, block_inputs = rest[:_GATHERS], rest[_GATHERS:]
-    return *_cascade_backward_op(grad, block_inputs, A, D, *gathers, ctx.relu), *(None,) * (_GATHERS + 2)
+    gradients = _cascade_backward_op(grad, block_inputs, A, D, *gathers, ctx.relu, ctx.recompute)
+    return *gradients, *(None,) * (_GATHERS + 2)
+
+
+class _Cascade(torch.autograd.Function):
+    """The cascade op's implementation and gradient as an autograd Function: the eager route of
+    :func:`~structlin.transforms._backend.dispatch` (and the op itself on torch < 2.4)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _cascade_impl(*inputs)
+        ctx.set_materialize_grads(False)
+        _save_cascade(ctx, inputs, output)
+        return tuple(output)
+
+    @staticmethod
+    def backward(ctx, grad, *_grad_kept):
+        return _cascade_gradients(ctx, grad)
+
+
+class _Gather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, index, inverse):
+        ctx.save_for_backward(index, inverse)
+        return _gather_impl(x, index, inverse)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, inverse = ctx.saved_tensors
+        return _gather_op(grad, inverse, index), None, None
 
 
 if hasattr(torch.library, "custom_op"):
@@ -325,8 +512,10 @@ if hasattr(torch.library, "custom_op"):
         return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
 
     @_cascade_backward_custom.register_fake
-    def _(grad, inputs, A, D, in_index, in_inverse, *gathers_and_relu):
-        return [grad.new_empty(_input_shape(inputs[0], in_inverse)), A.new_empty(A.shape), D.new_empty(D.shape)]
+    def _(grad, inputs, A, D, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, relu,
+          recompute):
+        shape = tuple(inputs[0].shape) if recompute else _input_shape(inputs[0], in_inverse)
+        return [grad.new_empty(shape), A.new_empty(A.shape), D.new_empty(D.shape)]
 
     @_gather_custom.register_fake
     def _(x, index, inverse):
@@ -353,41 +542,23 @@ if hasattr(torch.library, "custom_op"):
         "acdc_cascade",
         lambda x_shape, A_shape, D_shape, *rest, out_shape=None, **kw: (
             A_shape[0] * (rows_of(x_shape) * acdc_block_flops(A_shape[1]) + acdc_coefficient_flops(A_shape[1]))
-            + _relu_flops(rows_of(x_shape), *A_shape, _relu_argument(rest, kw))
+            + _relu_flops(rows_of(x_shape), *A_shape, _flag(rest, kw, "relu", 0))
         ),
     )
     register_flops(
         "acdc_cascade_backward",
-        lambda g_shape, input_shapes, A_shape, D_shape, *rest, out_shape=None, **kw: (
-            A_shape[0] * (rows_of(g_shape) * acdc_block_backward_flops(A_shape[1]) + acdc_coefficient_backward_flops(A_shape[1]))
-            + _relu_flops(rows_of(g_shape), *A_shape, _relu_argument(rest, kw))
+        lambda g_shape, input_shapes, A_shape, D_shape, *rest, out_shape=None, **kw: _backward_flops(
+            rows_of(g_shape), *A_shape, _flag(rest, kw, "relu", 0), _flag(rest, kw, "recompute", 1)
         ),
     )
 else:  # torch < 2.4
-    class _Cascade(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *inputs):
-            output = _cascade_impl(*inputs)
-            ctx.set_materialize_grads(False)
-            _save_cascade(ctx, inputs, output)
-            return tuple(output)
-
-        @staticmethod
-        def backward(ctx, grad, *_grad_kept):
-            return _cascade_gradients(ctx, grad)
-
-    class _Gather(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, index, inverse):
-            ctx.save_for_backward(index, inverse)
-            return _gather_impl(x, index, inverse)
-
-        @staticmethod
-        def backward(ctx, grad):
-            index, inverse = ctx.saved_tensors
-            return _gather_op(grad, inverse, index), None, None
-
     _cascade_custom, _cascade_backward_custom, _gather_custom = _Cascade.apply, _cascade_backward_impl, _Gather.apply
+
+
+def _backward_eager(*args):
+    """The backward op's eager route: its implementation, except when a graph of the backward is asked for
+    (``create_graph=True``), where the custom op runs and autograd reports that it has no derivative."""
+    return _cascade_backward_custom(*args) if torch.is_grad_enabled() else _cascade_backward_impl(*args)
 
 
 def _cascade_composite(x, A, D, *gathers_and_flags) -> list[torch.Tensor]:
@@ -397,9 +568,9 @@ def _cascade_composite(x, A, D, *gathers_and_flags) -> list[torch.Tensor]:
     return _cascade_impl(x, A, D, *gathers, relu, False)
 
 
-_cascade_op = dispatch(_cascade_custom, _cascade_composite)
-_cascade_backward_op = dispatch(_cascade_backward_custom, _cascade_backward_impl)
-_gather_op = dispatch(_gather_custom, _gather_impl)
+_cascade_op = dispatch(_cascade_custom, _cascade_composite, _Cascade.apply)
+_cascade_backward_op = dispatch(_cascade_backward_custom, _cascade_backward_impl, _backward_eager)
+_gather_op = dispatch(_gather_custom, _gather_impl, _Gather.apply)
 
 
 def acdc_cascade(
@@ -411,6 +582,7 @@ def acdc_cascade(
     permutations: tuple[torch.Tensor, torch.Tensor] | None = None,
     gather_out: tuple[torch.Tensor, torch.Tensor] | None = None,
     relu: bool = False,
+    recompute: bool = True,
 ) -> torch.Tensor:
     """``k`` ACDC blocks ``C⁻¹ diag(D_i) C diag(A_i)`` run in Makhoul's reordered domain: block ``i`` is
     ``v ↦ irfft(M_i ⊙ rfft(a_i ⊙ v))`` with ``a_i`` the reordered ``A_i`` and ``M_i`` from
@@ -420,19 +592,22 @@ def acdc_cascade(
         x: ``(..., n)`` input in Makhoul order, or ``(..., n_in)`` with ``gather_in``.
         A, D: ``(k, n)`` the diagonals, in natural order.
         gather_in: ``(index, inverse)`` applied to ``x`` first, as in :func:`gather_last` (``index`` of length
-            ``n``, −1 where the block input is zero padding; ``inverse`` of length ``n_in``); None for none.
+            ``n``, −1 where the block input is zero padding; ``inverse`` of length ``n_in``, each input read at
+            most once); None for none.
         permutations: ``(index, inverse)``, ``(k - 1, n)`` int64 permutations applied between blocks; None for
             none.
         gather_out: ``(index, inverse)`` applied to the last block's output, as in :func:`gather_last`
             (``index`` of length ``n_out``, ``inverse`` of length ``n`` with −1 where nothing is read); None for
             none.
         relu: apply a ReLU between blocks, after the permutation. Its gradient needs nothing more than the
-            kept block inputs (a block input is positive exactly where the ReLU let its input through).
+            block inputs (a block input is positive exactly where the ReLU let its input through).
+        recompute: save only ``x`` for backward, which recomputes the block inputs chunk by chunk; False saves
+            the ``k`` block inputs instead (see ``docs/acdc.md`` for the measurements behind the default).
 
     Returns:
         ``(..., n_out)`` (``n_out = n`` without ``gather_out``), differentiable in ``x``, ``A`` and ``D``.
-        When a gradient is needed it saves the ``k`` block inputs (``x`` itself for the first when there is no
-        ``gather_in``), one ``(..., n)`` tensor each, and nothing else of the batch's size.
+        When a gradient is needed it saves ``x`` (``recompute``) or the ``k`` block inputs (``x`` itself for the
+        first when there is no ``gather_in``), one ``(..., n)`` tensor each, and nothing else of the batch's size.
     """
     if A.dim() != 2 or D.shape != A.shape:
         raise ValueError(f"acdc_cascade expects A and D of one shape (k, n); got {tuple(A.shape)} and {tuple(D.shape)}")
@@ -442,7 +617,7 @@ def acdc_cascade(
         raise ValueError(f"acdc_cascade expects x of shape (..., {n_in}); got {tuple(x.shape)}")
     if permutations is not None and tuple(permutations[0].shape) != (k - 1, n):
         raise ValueError(f"acdc_cascade expects permutations of shape ({k - 1}, {n}); got {tuple(permutations[0].shape)}")
-    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, A, D))
+    keep = not recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (x, A, D))
     gathers = [t for pair in (gather_in, permutations, gather_out) for t in (pair if pair is not None else (None, None))]
     return _cascade_op(x, A, D, *gathers, relu, keep)[0]
 

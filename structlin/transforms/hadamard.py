@@ -16,9 +16,11 @@ instead of the custom op, so those transforms differentiate and batch it with th
 from __future__ import annotations
 
 import math
+import operator
 
 import scipy.linalg
 import torch
+import torch.nn.functional as F
 
 from .. import _native
 from ..costs import fwht_flops
@@ -26,7 +28,7 @@ from ._backend import constant_cache, uses_native
 from ._checks import as_computable, check_power_of_two
 from ._ops import define_linear_op
 
-__all__ = ["fwht", "fwht_butterfly"]
+__all__ = ["fwht", "fwht_butterfly", "next_power_of_2"]
 
 # Largest dense factor of the Kronecker split, as log2: 2**6 = 64 (n = 4096 runs as two 64 × 64 matmuls).
 _MAX_FACTOR_LOG2 = 6
@@ -80,23 +82,49 @@ def _fwht_backward(grad: torch.Tensor, normalized: bool) -> torch.Tensor:
 _fwht_op = define_linear_op("fwht", _fwht_impl, _fwht_backward, fwht_flops)
 
 
-def fwht(x: torch.Tensor, normalized: bool = True) -> torch.Tensor:
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two ``≥ n`` (``n`` itself when it is one; 1 for ``n = 0``).
+
+    Raises:
+        TypeError: ``n`` is not an integer. ValueError: ``n`` is negative.
+    """
+    if isinstance(n, bool):
+        raise TypeError(f"next_power_of_2 expects an int, got {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"next_power_of_2 expects an int, got {type(n).__name__}") from None
+    if n < 0:
+        raise ValueError(f"next_power_of_2 expects n >= 0, got {n}")
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def fwht(x: torch.Tensor, normalized: bool = True, pad: bool = False) -> torch.Tensor:
     """Walsh-Hadamard transform over the last dimension: ``y = x @ H_n`` (``H_n`` symmetric, Sylvester order).
 
     Args:
-        x: ``(..., n)`` real tensor, ``n`` a power of two. float16/bfloat16 are computed in float32.
-        normalized: scale by ``1/√n`` so the transform is orthogonal (and its own inverse).
+        x: ``(..., n)`` real tensor, ``n`` a power of two (any ``n ≥ 1`` with ``pad=True``). float16/bfloat16 are
+            computed in float32.
+        normalized: scale by ``1/√n`` so the transform is orthogonal (and its own inverse); with ``pad=True``,
+            ``n`` is the padded length.
+        pad: zero-pad the last dimension to :func:`next_power_of_2` of ``n`` first (nothing is added when ``n`` is
+            already a power of two). The result then has the padded length; the gradient reaches ``x`` only.
 
     Returns:
-        ``(..., n)`` tensor of ``x``'s dtype, contiguous. Differentiable (the gradient is the same transform).
+        ``(..., n)`` tensor (``(..., next_power_of_2(n))`` with ``pad=True``) of ``x``'s dtype, contiguous.
+        Differentiable (the gradient is the same transform).
 
     Raises:
-        ValueError: ``n`` is not a power of two (the message names the nearest valid lengths).
+        ValueError: ``n`` is not a power of two and ``pad`` is false (the message names the nearest valid lengths).
 
     Cost: ``n log2 n`` additions per row, plus ``n`` multiplies when normalized (:func:`structlin.costs.fwht_flops`).
     """
     computed = as_computable(x, "fwht")
-    check_power_of_two(x.shape[-1], "fwht")
+    n = x.shape[-1]
+    if pad and n != next_power_of_2(n):
+        computed = F.pad(computed, (0, next_power_of_2(n) - n))
+    else:
+        check_power_of_two(n, "fwht")
     return _fwht_op(computed, bool(normalized)).to(x.dtype)
 
 

@@ -1,0 +1,213 @@
+r"""The steps of the DCT-II and its inverse (DCT-III) over any set of dimensions, shared by :mod:`.dct` (one
+dimension) and :mod:`.dctn` (several).
+
+One dimension of length ``n`` (Makhoul, IEEE Trans. ASSP, 1980): reorder ``v = [x0, x2, x4, …, x5, x3, x1]``
+(:func:`reorder`), take ``V = rfft(v)`` and, with ``θ_k = πk / 2n`` and the normalization ``f_k``,
+
+    X_k     = 2 f_k (cos θ_k Re V_k + sin θ_k Im V_k)      for 0 ≤ k ≤ n/2,
+    X_{n-k} = 2 f_k (sin θ_k Re V_k - cos θ_k Im V_k)      for 0 < k < n - k      (:func:`post`),
+
+so both outputs of a bin come from one complex ``V_k``. Equivalently ``X_k = f_k (ω_k V_k + ω̄_k V_{−k})`` for every
+``k`` with ``ω_k = e^{−iθ_k}`` (``V_{−k} = conj V_k`` for a real ``v``).
+
+Several dimensions ``d_1 < … < d_j``: the separable product equals one real FFT over all of them. Reorder along
+each, ``V = rfftn(v)`` (the last of them, ``d_j``, keeps half of its bins), then for every other ``d_i`` apply the
+complex-linear map ``Z_k ↦ f_k (ω_k Z_k + ω̄_k Z_{−k})`` along ``d_i`` (:func:`pair_map`), which is the 1-D post
+step written so that it also holds for complex data. What is left, ``W``, is the rfft along ``d_j`` of a real array
+(the DCT over the other dimensions), so the last step is the 1-D :func:`post` along ``d_j``. There is no transposed
+copy: the n-D FFT walks the other dimensions itself. The inverse runs the same steps backwards (:func:`pre`, the
+inverse pair maps, ``irfftn``, :func:`unreorder`).
+
+Each step runs a native CPU kernel where one exists for it (the reorder and the post/pre twiddles along the last
+dimension, float32/float64), and otherwise differentiable PyTorch ops; the latter is the composite form that
+``torch.func`` transforms see (see :mod:`structlin.transforms._backend`).
+
+Normalizations: ``"backward"`` (``f_k = 1``, scipy's ``norm=None``), ``"ortho"``, ``"forward"``, and for each a
+*dual* (``f*_k = f^ortho_k² / f_k``) such that the transpose of the DCT with one is the inverse DCT with the other:
+the DCT with ``f`` is ``diag(f / f^ortho) C`` with ``C`` orthogonal, so its transpose ``Cᵀ diag(f / f^ortho)`` is
+``(diag(f^ortho / f) C)⁻¹``. The backward passes use it (:func:`adjoint_norm`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .. import _native
+from ._backend import constant_cache, uses_native
+
+__all__ = ["NORMS", "check_norm", "adjoint_norm", "twiddles", "reorder", "unreorder", "post", "pre", "pair_map",
+           "forward", "inverse"]
+
+#: the normalizations a user may name, and what each is called inside
+NORMS = {None: "backward", "backward": "backward", "ortho": "ortho", "forward": "forward"}
+_ADJOINT = {"backward": "dual-backward", "forward": "dual-forward", "ortho": "ortho"}
+_ADJOINT.update({v: k for k, v in _ADJOINT.items()})
+
+
+def check_norm(norm, name: str = "norm") -> str:
+    """The internal name of a user's ``norm``, or a ``ValueError`` listing the valid ones."""
+    try:
+        return NORMS[norm]
+    except (KeyError, TypeError):
+        raise ValueError(f"{name} must be one of None, 'backward', 'ortho' or 'forward', got {norm!r}") from None
+
+
+def adjoint_norm(norm: str) -> str:
+    """The normalization ``a`` with ``DCT_normᵀ = IDCT_a`` and ``IDCT_normᵀ = DCT_a`` (``"ortho"`` is its own)."""
+    return _ADJOINT[norm]
+
+
+def _norm_factors(n: int, norm: str) -> np.ndarray:
+    """``f_k`` for ``k = 0 … n//2`` (``f_{n-k} = f_k``): output ``k`` is ``f_k · 2 Σ_j x_j cos(πk(2j+1)/2n)``."""
+    m = n // 2 + 1
+    ortho = np.full(m, math.sqrt(1.0 / (2 * n)))
+    ortho[0] = math.sqrt(1.0 / (4 * n))
+    base = norm.removeprefix("dual-")
+    f = {"backward": np.ones(m), "forward": np.full(m, 1.0 / (2 * n)), "ortho": ortho}[base]
+    return ortho * ortho / f if norm.startswith("dual-") else f
+
+
+def _full_factors(n: int, norm: str) -> np.ndarray:
+    """``f_k`` for every ``k = 0 … n-1``."""
+    f = _norm_factors(n, norm)
+    return np.concatenate([f, f[1 : n - n // 2][::-1]])
+
+
+def _complex(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+@constant_cache(maxsize=128)
+def twiddles(direction: str, n: int, norm: str, device: torch.device, dtype: torch.dtype):
+    """Per-bin coefficients ``(a, b)``, each ``(n//2 + 1,)``, of :func:`post` (``direction="dct"``:
+    ``a = 2f cos θ``, ``b = 2f sin θ``) or :func:`pre` (``"idct"``: ``a = cos θ / 2f``, ``b = sin θ / 2f``).
+    Computed in float64, cached."""
+    theta = np.pi * np.arange(n // 2 + 1) / (2 * n)
+    f = _norm_factors(n, norm)
+    scale = 2 * f if direction == "dct" else 1 / (2 * f)
+    return tuple(torch.as_tensor(scale * t, dtype=dtype, device=device) for t in (np.cos(theta), np.sin(theta)))
+
+
+@constant_cache(maxsize=128)
+def _pair_coefficients(direction: str, n: int, norm: str, device: torch.device, dtype: torch.dtype):
+    """``(p, q)``, complex, ``(n,)`` each, of :func:`pair_map` along a dimension of length ``n``.
+
+    ``"dct"``: ``p_k = f_k ω_k``, ``q_k = f_k ω̄_k``. ``"idct"`` (its inverse): ``p_k = ω̄_k / 2f_k``,
+    ``q_k = −i ω̄_k / 2f_k`` for ``k ≥ 1`` and ``q_0 = 0``."""
+    omega = np.exp(-1j * np.pi * np.arange(n) / (2 * n))
+    f = _full_factors(n, norm)
+    if direction == "dct":
+        p, q = f * omega, f * omega.conj()
+    else:
+        p = omega.conj() / (2 * f)
+        q = -1j * p
+        q[0] = 0
+    return tuple(torch.as_tensor(c, dtype=_complex(dtype), device=device) for c in (p, q))
+
+
+@constant_cache(maxsize=128)
+def _index(kind: str, n: int, device: torch.device) -> torch.Tensor:
+    """Index tables along a dimension of length ``n``: ``"reorder"`` ``[0, 2, 4, …, 5, 3, 1]``, ``"unreorder"``
+    (its inverse) and ``"negate"`` (``k ↦ −k mod n``)."""
+    order = np.concatenate([np.arange(0, n, 2), np.arange(n - 1 - n % 2, 0, -2)])
+    table = {"reorder": order, "unreorder": np.argsort(order), "negate": (-np.arange(n)) % n}[kind]
+    return torch.as_tensor(table, dtype=torch.int64, device=device)
+
+
+def _broadcast_along(t: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    """A 1-D ``t`` viewed to broadcast along ``dim`` of an ``ndim``-dimensional tensor."""
+    return t.view(-1, *([1] * (ndim - 1 - dim)))
+
+
+def _native_last(x: torch.Tensor, dim: int) -> bool:
+    return dim == x.dim() - 1 and uses_native(x)
+
+
+def _permute(x: torch.Tensor, dim: int, kind: str, kernel) -> torch.Tensor:
+    n = x.shape[dim]
+    if _native_last(x, dim):
+        rows = x.reshape(-1, n).contiguous()
+        out = torch.empty_like(rows)
+        kernel(rows, out)
+        return out.view(x.shape)
+    return x.index_select(dim, _index(kind, n, x.device))
+
+
+def reorder(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[x0, x2, x4, …, x5, x3, x1]`` along ``dim`` (a new contiguous tensor)."""
+    return _permute(x, dim, "reorder", _native.dct_reorder)
+
+
+def unreorder(v: torch.Tensor, dim: int) -> torch.Tensor:
+    """The inverse of :func:`reorder` along ``dim``."""
+    return _permute(v, dim, "unreorder", _native.dct_unreorder)
+
+
+def post(spectrum: torch.Tensor, dim: int, n: int, a: torch.Tensor, b: torch.Tensor,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """The real DCT-II output, length ``n`` along ``dim``, of a half spectrum (``n//2 + 1`` bins along ``dim``).
+
+    ``out``: a contiguous buffer of the output's shape the native kernel may write into (ignored otherwise)."""
+    m = n // 2 + 1
+    if dim == spectrum.dim() - 1 and uses_native(a) and spectrum.is_contiguous():
+        rows = spectrum.numel() // m
+        target = out.view(rows, n) if out is not None else a.new_empty(rows, n)
+        _native.dct_post(torch.view_as_real(spectrum).view(rows, m, 2), a, b, target)
+        return target.view(*spectrum.shape[:-1], n)
+    a, b = (_broadcast_along(t, dim, spectrum.dim()) for t in (a, b))
+    parts = torch.view_as_real(spectrum)
+    re, im = parts[..., 0], parts[..., 1]
+    head = a * re + b * im
+    tail = (b * re - a * im).narrow(dim, 1, n - m).flip(dim)
+    return torch.cat([head, tail], dim)
+
+
+def pre(X: torch.Tensor, dim: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The half spectrum (complex, ``n//2 + 1`` bins along ``dim``) that :func:`post` maps to ``X``:
+    ``V_k = (a_k X_k + b_k X_{n−k}) + i (b_k X_k − a_k X_{n−k})``, with ``X_n = 0``."""
+    n = X.shape[dim]
+    m = n // 2 + 1
+    if _native_last(X, dim):
+        rows = X.reshape(-1, n).contiguous()
+        z = rows.new_empty(rows.shape[0], m, 2)
+        _native.idct_pre(rows, a, b, z)
+        return torch.view_as_complex(z).view(*X.shape[:-1], m)
+    a, b = (_broadcast_along(t, dim, X.dim()) for t in (a, b))
+    head = X.narrow(dim, 0, m)
+    mirrored = torch.cat([torch.zeros_like(X.narrow(dim, 0, 1)), X.narrow(dim, n - m + 1, m - 1).flip(dim)], dim)
+    return torch.complex(a * head + b * mirrored, b * head - a * mirrored)
+
+
+def pair_map(Z: torch.Tensor, dim: int, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``Z_k ↦ p_k Z_k + q_k Z_{−k}`` along ``dim`` of a complex tensor (indices mod the length)."""
+    p, q = (_broadcast_along(t, dim, Z.dim()) for t in (p, q))
+    out = Z.index_select(dim, _index("negate", Z.shape[dim], Z.device))  # a new tensor: updated in place
+    return out.mul_(q).addcmul_(Z, p)
+
+
+def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
+    """DCT-II of a real ``x`` over ``dims`` (non-negative, increasing, not empty), contiguous."""
+    v = x
+    for d in dims:
+        v = reorder(v, d)
+    spectrum = torch.fft.rfftn(v, dim=dims)
+    for d in dims[:-1]:
+        spectrum = pair_map(spectrum, d, *_pair_coefficients("dct", x.shape[d], norm, x.device, x.dtype))
+    last = dims[-1]
+    a, b = twiddles("dct", x.shape[last], norm, x.device, x.dtype)
+    return post(spectrum, last, x.shape[last], a, b, out=v)
+
+
+def inverse(X: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
+    """The inverse of :func:`forward` (a DCT-III over ``dims``), contiguous."""
+    last = dims[-1]
+    spectrum = pre(X, last, *twiddles("idct", X.shape[last], norm, X.device, X.dtype))
+    for d in dims[:-1]:
+        spectrum = pair_map(spectrum, d, *_pair_coefficients("idct", X.shape[d], norm, X.device, X.dtype))
+    v = torch.fft.irfftn(spectrum, s=[X.shape[d] for d in dims], dim=dims)
+    for d in dims:
+        v = unreorder(v, d)
+    return v
