@@ -65,8 +65,9 @@ def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_ro
         flops_per_row: ``flops_per_row(n, option) -> int``, FLOPs of one transform of length ``n``.
 
     Returns:
-        A callable ``op(x, option)``: the custom op, or ``impl`` itself under ``torch.func`` transforms and
-        forward-mode AD (:func:`~._backend.dispatch`).
+        A callable ``op(x, option)``: the custom op; ``impl`` itself under ``torch.func`` transforms and
+        forward-mode AD; and in plain eager code, where nothing needs to see the op, the same function as an
+        ``autograd.Function`` without the custom op's dispatch cost (:func:`~._backend.dispatch`).
     """
     impl = _empty_passthrough(impl)
     if not hasattr(torch.library, "custom_op"):  # torch < 2.4
@@ -86,7 +87,7 @@ def define_linear_op(name: str, impl: Callable, backward: Callable, flops_per_ro
 
     op.register_autograd(backward_, setup_context=setup_context)
     register_flops(name, lambda x_shape, option, *args, **kwargs: rows_of(x_shape) * flops_per_row(x_shape[-1], option))
-    return dispatch(op, impl)
+    return dispatch(op, impl, autograd_function_op(name, impl, backward))
 
 
 def _empty_passthrough(impl: Callable) -> Callable:

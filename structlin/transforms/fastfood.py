@@ -218,6 +218,29 @@ def _as_gradients(grads, needs):
     return tuple(g if need else None for g, need in zip(grads, needs)) + (None, None, None)
 
 
+def _save(ctx, inputs) -> None:
+    """Keep ``x``, the diagonals and the permutations for backward (nothing else of the batch's size)."""
+    x, B, G, S, bias, perm, inverse, out_features = inputs
+    ctx.save_for_backward(x, B, G, S, perm, inverse)
+    ctx.has_bias = bias is not None
+
+
+def _gradients(ctx, grad):
+    needs = _needs(ctx.needs_input_grad, ctx.has_bias)
+    return _as_gradients(_backward_op(grad, *ctx.saved_tensors, needs), needs)
+
+
+class _Fastfood(torch.autograd.Function):
+    """The fused op as an ``autograd.Function``: the op itself on torch < 2.4, and its eager route elsewhere."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        _save(ctx, inputs)
+        return _forward_impl(*inputs)
+
+    backward = staticmethod(_gradients)
+
+
 if hasattr(torch.library, "custom_op"):
     _forward_custom = define_op("fastfood", _forward_impl)
     _backward_custom = define_op("fastfood_backward", _backward_impl)
@@ -230,16 +253,7 @@ if hasattr(torch.library, "custom_op"):
     def _(grad, x, B, G, S, perm, inverse, needs):
         return _backward_shapes(grad, x, B, G, S, needs)
 
-    def _setup(ctx, inputs, output):
-        x, B, G, S, bias, perm, inverse, out_features = inputs
-        ctx.save_for_backward(x, B, G, S, perm, inverse)
-        ctx.has_bias = bias is not None
-
-    def _backward(ctx, grad):
-        needs = _needs(ctx.needs_input_grad, ctx.has_bias)
-        return _as_gradients(_backward_op(grad, *ctx.saved_tensors, needs), needs)
-
-    _forward_custom.register_autograd(_backward, setup_context=_setup)
+    _forward_custom.register_autograd(_gradients, setup_context=lambda ctx, inputs, output: _save(ctx, inputs))
     register_flops(
         "fastfood",
         lambda x_shape, b_shape, g_shape, s_shape, bias_shape, perm_shape, inv_shape, out_features, *args, out_shape=None, **kw: (
@@ -253,23 +267,17 @@ if hasattr(torch.library, "custom_op"):
         ),
     )
 else:  # torch < 2.4
-
-    class _Fastfood(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, B, G, S, bias, perm, inverse, out_features):
-            ctx.save_for_backward(x, B, G, S, perm, inverse)
-            ctx.has_bias = bias is not None
-            return _forward_impl(x, B, G, S, bias, perm, inverse, out_features)
-
-        @staticmethod
-        def backward(ctx, grad):
-            needs = _needs(ctx.needs_input_grad, ctx.has_bias)
-            return _as_gradients(_backward_op(grad, *ctx.saved_tensors, needs), needs)
-
     _forward_custom, _backward_custom = _Fastfood.apply, _backward_impl
 
-_forward_op = dispatch(_forward_custom, _forward_impl)
-_backward_op = dispatch(_backward_custom, _backward_impl)
+
+def _backward_eager(*args):
+    """The backward op's eager route: its implementation, except when a graph of the backward is asked for
+    (``create_graph=True``), where the custom op runs and autograd reports that it has no derivative."""
+    return _backward_custom(*args) if torch.is_grad_enabled() else _backward_impl(*args)
+
+
+_forward_op = dispatch(_forward_custom, _forward_impl, _Fastfood.apply)
+_backward_op = dispatch(_backward_custom, _backward_impl, _backward_eager)
 
 
 def fastfood(
