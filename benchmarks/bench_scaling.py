@@ -6,6 +6,8 @@ Kinds (square, N → N, float32, forward+backward with a ``sum()`` loss, as the 
   ``recompute=True``, ``path="auto"``);
 * ``fastfood``: ``Fastfood(N, N)`` (one block);
 * ``lowrank-N/8``: ``LowRank(N, N, rank=N // 8)``;
+* ``monarch``: ``Monarch(N, N)`` (default ``nblocks``, the largest power of two ``k`` with ``k² ≤ N``: ``2N²/k``
+  parameters, about ``2N^1.5``);
 * ``quadratic-xu-acdc4``: ``Quadratic(N, N, form="xu", branch="acdc", depth=4)``, an O(N log N) quadratic layer
   (three ACDC parts; not a drop-in for ``nn.Linear``, shown for its cost).
 
@@ -19,7 +21,8 @@ from the input, as ``structlin.report`` counts them)::
       python benchmarks/bench_scaling.py --sizes 64,128,256,512,1024,2048,4096,8192,16384 --rows 128,2048 \\
         --rounds 9 --out docs/figures/scaling
 
-writes ``scaling.json`` and ``scaling.png`` there. Under pytest each kind and ``nn.Linear`` is one benchmark of
+writes ``scaling.json`` and ``scaling.png`` there (with ``--add --kinds …``, the rows of those kinds are measured
+and put into the existing ``scaling.json``, the other kinds' rows kept). Under pytest each kind and ``nn.Linear`` is one benchmark of
 group ``scaling forward+backward N=… rows=…`` (``--sizes``, ``--batch`` as in the other suites); collected with
 ``--benchmark-disable`` they run once at N = 256 as a smoke test.
 """
@@ -30,7 +33,7 @@ import pytest
 import torch
 from torch import nn
 
-from structlin import ACDC, Fastfood, LowRank, Quadratic
+from structlin import ACDC, Fastfood, LowRank, Monarch, Quadratic
 
 from steps import training_step
 
@@ -40,6 +43,7 @@ KINDS = {
     "acdc-depth12": lambda n: ACDC(n, n, depth=12),
     "fastfood": lambda n: Fastfood(n, n),
     "lowrank-N/8": lambda n: LowRank(n, n, rank=max(1, n // 8)),
+    "monarch": lambda n: Monarch(n, n),
     "quadratic-xu-acdc4": lambda n: Quadratic(n, n, form="xu", branch="acdc", depth=4),
 }
 REFERENCE = "nn.Linear"
@@ -145,6 +149,8 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="folder for scaling.json and scaling.png (else print only)")
+    parser.add_argument("--add", action="store_true", help="keep the other kinds' rows of the scaling.json already "
+                        "in --out (this run's kinds replace theirs) and redraw the chart from all of them")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,11 +168,21 @@ def main() -> None:
                       f"vs {result['linear_saved_bytes']:>11,d}", flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "scaling.json")
         machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                    "torch": torch.__version__}
-        with open(os.path.join(args.out, "scaling.json"), "w") as f:
-            json.dump({"machine": machine, "results": results}, f, indent=1)
-        plot(results, os.path.join(args.out, "scaling.png"))
+        record = {"machine": machine, "results": results}
+        if args.add and os.path.exists(path):
+            with open(path) as f:
+                earlier = json.load(f)
+            kinds = set(args.kinds.split(","))
+            # each row is a ratio to nn.Linear measured in its own run, so rows of separate runs can share a chart
+            record = {"machine": earlier["machine"],
+                      "added": [*earlier.get("added", []), {"kinds": sorted(kinds), "machine": machine}],
+                      "results": [r for r in earlier["results"] if r["kind"] not in kinds] + results}
+        with open(path, "w") as f:
+            json.dump(record, f, indent=1)
+        plot(record["results"], os.path.join(args.out, "scaling.png"))
 
 
 if __name__ == "__main__":

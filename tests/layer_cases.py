@@ -21,6 +21,8 @@ def _rank(in_features, out_features):
 OPTIONS = {
     "acdc": [({"depth": 3}, True), ({"depth": 2, "permute": False}, True), ({"depth": 2, "activation": "relu"}, False)],
     "lowrank": [({"rank": _rank}, True)],
+    # default nblocks (about √min(in, out)); and more blocks than hidden units per block (padding, q < k)
+    "monarch": [({}, True), ({"nblocks": 3, "bias": False}, True)],
     "quadratic": [
         ({"form": "fan"}, False),
         ({"form": "xu"}, False),

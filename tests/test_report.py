@@ -484,3 +484,11 @@ def test_a_module_called_twice_counts_both_calls_and_its_parameters_once():
     assert r.row("0").forward_flops == 2 * _linear_forward(4, 6, 6)
     # the two calls' weight and bias gradients are summed by the engine: 36 + 6 more adds
     assert r.row("0").backward_flops == 2 * _linear_backward(4, 6, 6) + 36 + 6
+
+
+def test_acdc_on_the_dense_path_reports_no_unsupported_op():
+    """The dense path builds the matrix from a cached ``torch.eye`` (a constant, 0 FLOPs), which the report knows."""
+    layer = structlin.ACDC(16, 32, depth=2, path="dense")
+    r = structlin.report(layer, torch.randn(5, 16))
+    assert not r.unsupported()
+    assert r.total.forward_flops > 0

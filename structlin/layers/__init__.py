@@ -6,6 +6,7 @@ from .base import StructuredLayer, available_layers, layer_class, register_layer
 from .conv_layers import conv_layer_class, conv_layer_kinds, register_conv_layer
 from .fastfood import Fastfood
 from .lowrank import LowRank
+from .monarch import Monarch
 from .quadratic import Quadratic
 from .quadratic_conv import QuadraticConv1d, QuadraticConv2d, QuadraticConv3d, QuadraticConvNd
 from .random_features import RandomFeatures, random_features
@@ -14,6 +15,7 @@ __all__ = [
     "ACDC",
     "Fastfood",
     "LowRank",
+    "Monarch",
     "Quadratic",
     "QuadraticConv1d",
     "QuadraticConv2d",

@@ -34,7 +34,7 @@ view _unsafe_view reshape expand expand_as permute t transpose squeeze unsqueeze
 index_select gather cat stack clone copy_ copy _to_copy to detach alias as_strided contiguous flip roll
 constant_pad_nd pad reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d
 replication_pad3d index _unsafe_index split split_with_sizes unbind chunk unsafe_split unsafe_split_with_sizes
-unsafe_chunk zeros zeros_like ones ones_like empty empty_like empty_strided new_zeros
+unsafe_chunk zeros zeros_like ones ones_like eye empty empty_like empty_strided new_zeros
 new_empty new_ones new_full new_empty_strided full full_like fill_ fill zero_ arange scalar_tensor
 select_backward slice_backward slice_scatter select_scatter as_strided_scatter view_as_real view_as_complex
 _conj _neg_view _reshape_alias lift_fresh lift_fresh_copy masked_fill masked_fill_ where repeat unfold

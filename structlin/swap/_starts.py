@@ -3,7 +3,8 @@
 A kind's capability is read from its class (see :class:`~structlin.StructuredLayer`):
 
 - ``"exact"``: ``exact_from_linear = True``, its ``from_linear`` reproduces any linear map (the quadratic kinds);
-- ``"closed-form"``: it overrides ``from_linear`` with an approximate closed form (``lowrank``'s truncated SVD);
+- ``"closed-form"``: it overrides ``from_linear`` with an approximate closed form (``lowrank``'s truncated SVD,
+  ``monarch``'s projection: a truncated SVD per pair of blocks);
 - ``"none"``: it can only be fitted numerically (``acdc``, ``fastfood``).
 
 =============  ===============  =======================================================  ============
