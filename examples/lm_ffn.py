@@ -231,6 +231,7 @@ def variants(width: int) -> list[Variant]:
         Variant("acdc", "acdc", {"depth": 4, "init": "variance-preserving"}),
         Variant("fastfood", "fastfood", {}),
         Variant("quadratic-acdc", "quadratic-acdc", {"form": "xu", "branch": "acdc", "depth": 4}),
+        Variant("quadratic-acdc-wide", "quadratic-acdc", {"form": "xu", "branch": "acdc", "depth": 4}, "match"),
     ]
 
 
