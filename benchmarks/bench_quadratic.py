@@ -23,7 +23,7 @@ from torch import nn
 
 from structlin import Quadratic
 
-from steps import training_step
+from steps import alternated_pair, training_step
 
 IMPLS = {
     "xu-dense": lambda n: Quadratic(n, n, form="xu", branch="dense"),
@@ -51,27 +51,13 @@ def test_quadratic_forward_backward(timed, impl, n, batch, bench_device):
 
 def interleaved_ratios(n: int, batch: int, rounds: int) -> list[dict]:
     """Median times and the median per-round ratio of each pair in :data:`BARS`, the pair's steps alternating."""
-    import statistics
-    import time
-
     torch.manual_seed(0)
     x = torch.randn(batch, n, requires_grad=True)
     results = []
     for layer, reference, bar in BARS:
         steps = [training_step(IMPLS[name](n), x) for name in (layer, reference)]
-        for step in steps:  # warm-up
-            step()
-        times: list[list[float]] = [[], []]
-        for r in range(rounds):
-            for i in (0, 1) if r % 2 == 0 else (1, 0):
-                start = time.perf_counter()
-                steps[i]()
-                times[i].append(time.perf_counter() - start)
-        ratios = [a / b for a, b in zip(*times)]
         results.append({"layer": layer, "reference": reference, "bar": bar,
-                        "layer_ms": 1e3 * statistics.median(times[0]),
-                        "reference_ms": 1e3 * statistics.median(times[1]),
-                        "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
+                        **alternated_pair(*steps, rounds, warmup=1)})
         del steps
     return results
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from structlin import QuadraticConv2d
 
-from steps import training_step
+from steps import alternated_pair, training_step
 
 IMPLS = {
     "nn.Conv2d": lambda c: nn.Conv2d(c, c, 3, padding=1),
@@ -60,28 +60,13 @@ def test_quadratic_conv_forward_backward(timed, impl, shape, bench_device):
 
 def interleaved_ratios(channels: int, size: int, batch: int, rounds: int) -> list[dict]:
     """Median times and the median per-round ratio of each pair in :data:`PAIRS`, the pair's steps alternating."""
-    import statistics
-    import time
-
     torch.manual_seed(0)
     x = torch.randn(batch, channels, size, size, requires_grad=True)
     results = []
     for layer, reference, bar in PAIRS:
         steps = [training_step(IMPLS[name](channels), x) for name in (layer, reference)]
-        for step in steps:  # warm-up
-            step()
-            step()
-        times: list[list[float]] = [[], []]
-        for r in range(rounds):
-            for i in (0, 1) if r % 2 == 0 else (1, 0):
-                start = time.perf_counter()
-                steps[i]()
-                times[i].append(time.perf_counter() - start)
-        ratios = [a / b for a, b in zip(*times)]
         results.append({"layer": layer, "reference": reference, "bar": bar,
-                        "layer_ms": 1e3 * statistics.median(times[0]),
-                        "reference_ms": 1e3 * statistics.median(times[1]),
-                        "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
+                        **alternated_pair(*steps, rounds, warmup=2)})
         del steps
     return results
 
