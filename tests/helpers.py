@@ -14,3 +14,23 @@ def assert_compiled_matches_eager(fn, x: torch.Tensor, backend: str = "aot_eager
     (y, grad), (y_eager, grad_eager) = results
     torch.testing.assert_close(y, y_eager, rtol=tol, atol=tol)
     torch.testing.assert_close(grad, grad_eager, rtol=tol, atol=tol)
+
+
+def acdc_scipy_reference(layer, x: torch.Tensor):
+    """An ACDC layer block by block with scipy's DCT, in float64, in natural order (its activation, if any, between
+    blocks): ``(..., in_features)`` → numpy ``(..., out_features)``."""
+    import numpy as np
+    import scipy.fft
+
+    A, D, n = layer.A.detach().double().numpy(), layer.D.detach().double().numpy(), layer.size
+    v = np.zeros(x.shape[:-1] + (n,))
+    v[..., : layer.in_features] = x.detach().double().numpy()
+    for i in range(layer.depth):
+        v = scipy.fft.idct(D[i] * scipy.fft.dct(A[i] * v, norm="ortho", axis=-1), norm="ortho", axis=-1)
+        if i < layer.depth - 1:
+            if layer.permutations is not None:
+                v = v[..., layer.permutations[i].numpy()]
+            if layer.activation is not None:
+                v = layer.activation(torch.from_numpy(v)).numpy()
+    y = v[..., : layer.out_features]
+    return y + layer.bias.detach().double().numpy() if layer.bias is not None else y

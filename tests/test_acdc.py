@@ -12,23 +12,7 @@ from structlin.costs import rfft_flops
 from structlin.strategies import ACDC_INITS, DEPTHS
 from structlin.strategies.init import ACDCInit
 
-from helpers import assert_compiled_matches_eager
-
-
-def _scipy_reference(layer: ACDC, x: torch.Tensor) -> np.ndarray:
-    """The cascade block by block with scipy's DCT, in float64, in natural order."""
-    A, D, n = layer.A.detach().double().numpy(), layer.D.detach().double().numpy(), layer.size
-    v = np.zeros(x.shape[:-1] + (n,))
-    v[..., : layer.in_features] = x.double().numpy()
-    for i in range(layer.depth):
-        v = scipy.fft.idct(D[i] * scipy.fft.dct(A[i] * v, norm="ortho", axis=-1), norm="ortho", axis=-1)
-        if i < layer.depth - 1:
-            if layer.permutations is not None:
-                v = v[..., layer.permutations[i].numpy()]
-            if layer.activation is not None:
-                v = layer.activation(torch.from_numpy(v)).numpy()
-    y = v[..., : layer.out_features]
-    return y + layer.bias.detach().double().numpy() if layer.bias is not None else y
+from helpers import acdc_scipy_reference, assert_compiled_matches_eager
 
 
 def _random_layer(*args, **kwargs) -> ACDC:
@@ -51,7 +35,7 @@ def test_forward_matches_scipy_reference_and_to_dense(in_features, out_features,
     layer = _random_layer(in_features, out_features, depth=depth, permute=permute)
     x = torch.randn(4, in_features, dtype=torch.float64)
     y = layer(x)
-    np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(y.detach().numpy(), acdc_scipy_reference(layer, x), rtol=0, atol=1e-10)
     dense = layer.to_dense()
     assert dense.shape == (out_features, in_features)
     torch.testing.assert_close(y, x @ dense.T + layer.bias, rtol=0, atol=1e-10)
@@ -61,7 +45,7 @@ def test_forward_matches_scipy_reference_and_to_dense(in_features, out_features,
 def test_activations_between_blocks_match_reference(activation, backend):
     layer = _random_layer(12, 12, depth=4, activation=activation)
     x = torch.randn(5, 12, dtype=torch.float64)
-    np.testing.assert_allclose(layer(x).detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(layer(x).detach().numpy(), acdc_scipy_reference(layer, x), rtol=0, atol=1e-10)
     with pytest.raises(TypeError, match="not a linear map"):
         layer.to_dense()
 
@@ -110,7 +94,7 @@ def test_batch_shapes(shape, backend):
     y = layer(x)
     assert y.shape == (*shape, 4)
     if x.numel():
-        np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(y.detach().numpy(), acdc_scipy_reference(layer, x), rtol=0, atol=1e-10)
 
 
 def test_non_contiguous_and_expanded_inputs():
@@ -449,7 +433,7 @@ def test_edited_permutations_are_followed_forward_and_backward(activation, edit,
     x.grad = None
     layer.A.grad = None
     y = layer(x)
-    np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x.detach()), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(y.detach().numpy(), acdc_scipy_reference(layer, x.detach()), rtol=0, atol=1e-10)
     # the gradients of the edited layer against plain autograd through dct/idct with the new permutations
     from structlin.transforms import dct, idct
 
@@ -489,7 +473,7 @@ def test_activation_subclasses_run_their_own_forward(activation, backend):
     layer = _random_layer(12, 12, depth=3, activation=activation)
     assert not layer._fused_relu
     x = torch.randn(5, 12, dtype=torch.float64)
-    np.testing.assert_allclose(layer(x).detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(layer(x).detach().numpy(), acdc_scipy_reference(layer, x), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("activation", [nn.ReLU(), nn.GELU()], ids=["relu", "gelu"])
@@ -504,7 +488,7 @@ def test_hooks_on_the_activation_fire_and_see_natural_feature_order(activation, 
     A, D, perms = layer.A.detach().numpy(), layer.D.detach().numpy(), layer.permutations.numpy()
     v = scipy.fft.idct(D[0] * scipy.fft.dct(A[0] * x.numpy(), norm="ortho"), norm="ortho")[..., perms[0]]
     np.testing.assert_allclose(seen[0].numpy(), v, rtol=0, atol=1e-12)  # the first block's output, permuted
-    np.testing.assert_allclose(y.detach().numpy(), _scipy_reference(layer, x), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(y.detach().numpy(), acdc_scipy_reference(layer, x), rtol=0, atol=1e-10)
     assert layer._fused_relu == (type(activation) is nn.ReLU)  # the hook is gone: fused again
 
 

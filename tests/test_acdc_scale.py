@@ -19,23 +19,9 @@ from structlin.transforms import native_kernels
 from structlin.transforms._backend import uses_native
 from structlin.transforms.acdc import acdc_cascade
 
+from helpers import acdc_scipy_reference
+
 native_only = pytest.mark.skipif(not uses_native(torch.empty(1)), reason="native kernels unavailable")
-
-
-def _reference(layer: ACDC, x: torch.Tensor) -> np.ndarray:
-    """The layer block by block with scipy's DCT, in float64, natural order (ReLU or no activation)."""
-    A, D, n = layer.A.detach().double().numpy(), layer.D.detach().double().numpy(), layer.size
-    v = np.zeros(x.shape[:-1] + (n,))
-    v[..., : layer.in_features] = x.detach().double().numpy()
-    for i in range(layer.depth):
-        v = scipy.fft.idct(D[i] * scipy.fft.dct(A[i] * v, norm="ortho", axis=-1), norm="ortho", axis=-1)
-        if i < layer.depth - 1:
-            if layer.permutations is not None:
-                v = v[..., layer.permutations[i].numpy()]
-            if layer.activation is not None:
-                v = np.maximum(v, 0)
-    y = v[..., : layer.out_features]
-    return y + layer.bias.detach().double().numpy() if layer.bias is not None else y
 
 
 def _layer(in_features, out_features, depth, seed=0, **options) -> ACDC:
@@ -113,7 +99,7 @@ def test_native_cascade_matches_the_pytorch_path_and_scipy(in_features, out_feat
     x = torch.randn(rows, in_features, dtype=torch.float64)
     g = torch.randn(rows, out_features, dtype=torch.float64)
     native = _gradients(layer, x, g)
-    np.testing.assert_allclose(native[0].detach().numpy(), _reference(layer, x), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(native[0].detach().numpy(), acdc_scipy_reference(layer, x), rtol=0, atol=1e-9)
     with native_kernels(False):
         torch_path = _gradients(layer, x, g)
     _assert_close(native, torch_path)
@@ -243,7 +229,7 @@ def test_dense_path_is_the_same_function_with_the_same_gradients(in_features, ou
     x = torch.randn(2, 9, in_features, dtype=torch.float64)
     g = torch.randn(2, 9, out_features, dtype=torch.float64)
     _assert_close(_gradients(dense, x, g), _gradients(fft, x, g), tol=1e-12)
-    np.testing.assert_allclose(dense(x).detach().numpy(), _reference(dense, x), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(dense(x).detach().numpy(), acdc_scipy_reference(dense, x), rtol=0, atol=1e-10)
 
 
 def test_gradcheck_of_the_dense_path(backend):
