@@ -7,7 +7,6 @@ for the dense path.
 
 import numpy as np
 import pytest
-import scipy.fft
 import torch
 
 import structlin
