@@ -6,7 +6,8 @@ Groups (float32, batch 128 by default):
 * ``acdc block forward+backward N=…``: one block vs ``nn.Linear(N, N)``;
 * ``acdc depth-12 forward+backward N=…``: a 12-block cascade vs ``nn.Linear(N, N)`` and vs the same cascade
   written with ``torch_dct.dct``/``idct`` and plain autograd (no permutations in either, for a like-for-like
-  comparison of the blocks); also with permutations, and with permutations and ReLUs between blocks.
+  comparison of the blocks); also with permutations, and with permutations and ReLUs between blocks, and with
+  biases after the diagonals (``diagonal_bias=True``).
 
 As a script, the bars of the training-size issue: each layer alternates with ``nn.Linear`` of its shape step by
 step (the order switching every round) and the figure is the median of the per-round ratios
@@ -15,7 +16,9 @@ step (the order switching every round) and the figure is the median of the per-r
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \
       python benchmarks/bench_acdc.py --rounds 9 [--busy] [--paths]
 
-``--paths`` also measures each configuration with ``path="fft"``, ``path="dense"`` and ``recompute=False``.
+``--paths`` also measures each configuration with ``path="fft"``, ``path="dense"`` and ``recompute=False``;
+``--diagonal-bias`` with ``diagonal_bias=True`` (the authors' block), on its own and with ReLUs between blocks
+(then the plain cascade with ReLUs is measured too, for the ratio of the two).
 """
 
 import pytest
@@ -60,12 +63,14 @@ def test_acdc_block_forward_backward(timed, impl, x, n):
     timed(f"acdc block forward+backward N={n}", training_step(module, x))
 
 
-@pytest.mark.parametrize("impl", ["structlin", "structlin-permuted", "structlin-relu", "torch_dct-autograd", "nn.Linear"])
+@pytest.mark.parametrize("impl", ["structlin", "structlin-permuted", "structlin-relu", "structlin-diagonal-bias",
+                                  "torch_dct-autograd", "nn.Linear"])
 def test_acdc_depth12_forward_backward(timed, impl, x, n):
     modules = {
         "structlin": lambda: ACDC(n, n, depth=12, permute=False),
         "structlin-permuted": lambda: ACDC(n, n, depth=12, permute=True),
         "structlin-relu": lambda: ACDC(n, n, depth=12, permute=True, activation="relu"),
+        "structlin-diagonal-bias": lambda: ACDC(n, n, depth=12, permute=True, activation="relu", diagonal_bias=True),
         "torch_dct-autograd": lambda: TorchDctCascade(n, 12),
         "nn.Linear": lambda: nn.Linear(n, n),
     }
@@ -85,6 +90,9 @@ BARS = [
 ]
 #: the variants ``--paths`` adds to the default layer
 VARIANTS = {"fft": {"path": "fft"}, "dense": {"path": "dense"}, "kept-inputs": {"recompute": False}}
+#: the variants ``--diagonal-bias`` adds
+DIAGONAL_BIAS = {"diagonal-bias": {"diagonal_bias": True}, "relu": {"activation": "relu"},
+                 "diagonal-bias-relu": {"diagonal_bias": True, "activation": "relu"}}
 
 
 def alternated(n: int, depth: int, rows: int, rounds: int, variants: dict) -> dict:
@@ -124,6 +132,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--busy", action="store_true", help="run one CPU-bound process meanwhile")
     parser.add_argument("--paths", action="store_true", help="also path='fft', path='dense' and recompute=False")
+    parser.add_argument("--diagonal-bias", action="store_true", help="also diagonal_bias=True, without and with ReLUs")
     parser.add_argument("--only", default=None, help="comma-separated N:depth:rows to measure (default: all bars)")
     args = parser.parse_args()
     bars = BARS if args.only is None else [
@@ -131,7 +140,7 @@ def main() -> None:
         for n, d, r in (map(int, spec.split(":")) for spec in args.only.split(","))]
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
-        variants = {"default": {}, **(VARIANTS if args.paths else {})}
+        variants = {"default": {}, **(VARIANTS if args.paths else {}), **(DIAGONAL_BIAS if args.diagonal_bias else {})}
         for n, depth, rows, bar in bars:
             result = alternated(n, depth, rows, args.rounds, variants)
             met = "met" if result["default"]["ratio"] <= bar else "MISSED"

@@ -18,15 +18,21 @@ def assert_compiled_matches_eager(fn, x: torch.Tensor, backend: str = "aot_eager
 
 def acdc_scipy_reference(layer, x: torch.Tensor):
     """An ACDC layer block by block with scipy's DCT, in float64, in natural order (its activation, if any, between
-    blocks): ``(..., in_features)`` → numpy ``(..., out_features)``."""
+    blocks): ``(..., in_features)`` → numpy ``(..., out_features)``. With diagonal biases ``a``, ``d`` a block is
+    the authors' ``C⁻¹ (D ⊙ C (A ⊙ v + a) + d)``."""
     import numpy as np
     import scipy.fft
 
-    A, D, n = layer.A.detach().double().numpy(), layer.D.detach().double().numpy(), layer.size
+    def numpy(t):
+        return 0 if t is None else t.detach().double().numpy()
+
+    A, D, n = numpy(layer.A), numpy(layer.D), layer.size
+    a, d = (numpy(getattr(layer, name, None)) for name in ("A_bias", "D_bias"))
+    a, d = np.broadcast_to(a, A.shape), np.broadcast_to(d, D.shape)
     v = np.zeros(x.shape[:-1] + (n,))
     v[..., : layer.in_features] = x.detach().double().numpy()
     for i in range(layer.depth):
-        v = scipy.fft.idct(D[i] * scipy.fft.dct(A[i] * v, norm="ortho", axis=-1), norm="ortho", axis=-1)
+        v = scipy.fft.idct(D[i] * scipy.fft.dct(A[i] * v + a[i], norm="ortho", axis=-1) + d[i], norm="ortho", axis=-1)
         if i < layer.depth - 1:
             if layer.permutations is not None:
                 v = v[..., layer.permutations[i].numpy()]

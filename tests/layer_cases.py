@@ -9,6 +9,7 @@ import torch
 
 import structlin
 from structlin import StructuredLayer
+from structlin.strategies.init import Authors
 
 SHAPES = [(8, 8), (5, 12), (12, 5), (7, 7), (1, 1)]
 
@@ -19,7 +20,14 @@ def _rank(in_features, out_features):
 
 # kind -> [(options, linear)]; an option given as a function of (in_features, out_features) is computed per shape.
 OPTIONS = {
-    "acdc": [({"depth": 3}, True), ({"depth": 2, "permute": False}, True), ({"depth": 2, "activation": "relu"}, False)],
+    "acdc": [
+        ({"depth": 3}, True),
+        ({"depth": 2, "permute": False}, True),
+        ({"depth": 2, "activation": "relu"}, False),
+        # the authors' block: a bias after each diagonal (an affine layer), the riffle between blocks
+        ({"depth": 2, "diagonal_bias": True, "permute": "riffle", "init": Authors(noise=0.01, signs=True)}, True),
+        ({"depth": 2, "diagonal_bias": True, "activation": "relu", "bias": False}, False),
+    ],
     "lowrank": [({"rank": _rank}, True)],
     # default nblocks (about √min(in, out)); and more blocks than hidden units per block (padding, q < k)
     "monarch": [({}, True), ({"nblocks": 3, "bias": False}, True)],
@@ -69,5 +77,5 @@ def float64_layer(kind, options, shape, seed=0):
 
 
 def bias_of(layer):
-    bias = getattr(layer, "bias", None)
-    return bias if isinstance(bias, torch.Tensor) else 0
+    """The constant term of an affine layer: ``forward(x) == x @ to_dense().T + bias_of(layer)``."""
+    return layer.dense_bias()

@@ -18,3 +18,23 @@ def test_ops_are_registered_in_the_structlin_namespace():
         assert hasattr(torch.ops.structlin, name)
     x = torch.randn(2, 8)
     torch.testing.assert_close(torch.ops.structlin.dct(x, "ortho"), dct(x))
+
+
+def test_transforms_with_options_take_the_eager_route_and_modes_still_see_the_op():
+    """A transform called with an option (``norm``, ``normalized``) in plain eager code runs as an
+    ``autograd.Function``, without the custom op's dispatch; under a dispatch mode the op runs and is counted, with
+    the same values."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from structlin.transforms import dct1, dctn, fwht
+
+    x = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    calls = {"dct": lambda: dct(x, norm=None), "idct": lambda: idct(x), "dct1": lambda: dct1(x),
+             "fwht": lambda: fwht(x, normalized=False), "dctn": lambda: dctn(x, dim=(0, 1))}
+    for name, call in calls.items():
+        y = call()
+        assert type(y.grad_fn).__name__ == f"{name}Backward", (name, type(y.grad_fn).__name__)
+        with FlopCounterMode(display=False) as counter:
+            counted = call()
+        assert f"structlin.{name}" in {str(op) for op in counter.get_flop_counts()["Global"]}
+        assert torch.equal(y, counted)

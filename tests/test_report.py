@@ -332,6 +332,9 @@ LAYER_OPTIONS = {
         {"depth": 3, "activation": "relu"},
         {"depth": 2, "activation": "gelu", "permute": False, "bias": False},
         {"depth": 2, "activation": nn.Hardswish()},  # a module that is not elementwise: gathers around it
+        {"depth": 2, "diagonal_bias": True},  # block offsets from the diagonal biases, on either path
+        {"depth": 3, "diagonal_bias": True, "activation": "tanh", "permute": "riffle"},
+        {"depth": 2, "diagonal_bias": True, "path": "dense", "bias": False},
     ],
     "fastfood": [{}, {"learn": ("S",), "bias": False}, {"learn": ()}],
     "lowrank": [{"rank": 3}, {"rank": 2, "bias": False}],

@@ -410,8 +410,8 @@ def _bind(lib: ctypes.CDLL) -> dict:
             "sl_colsum_scale": [P, P, P, P, I64, I64, INT, INT],
         }
         returning = {  # these return 0, or -1 when a workspace could not be allocated
-            "sl_acdc_forward": [P] * 10 + [I64] * 5 + [INT, INT],
-            "sl_acdc_backward": [P] * 14 + [I64] * 5 + [INT, INT],
+            "sl_acdc_forward": [P] * 11 + [I64] * 5 + [INT, INT],
+            "sl_acdc_backward": [P] * 16 + [I64] * 5 + [INT, INT],
         }
         sig["sl_fft_real"] = [P, P, P, P, I64, I64, INT, INT]
         row = []
@@ -765,27 +765,29 @@ def _table_size(n: int) -> int:
     return 4 * (n // 2) + 3 * (n // 2 + 1)
 
 
-def _cascade_checks(what, x, n_in, A, D, tw, br, perm) -> tuple[int, int]:
+def _cascade_checks(what, x, n_in, A, D, tw, br, perm, B=None) -> tuple[int, int]:
     """``(k, n)`` after the checks every cascade call shares."""
     t = _table(A)
     k, n = A.shape if A.dim() == 2 else (-1, -1)
     if (t is None or n < 2 or n & (n - 1) or x.dim() != 2 or x.shape[1] != n_in or D.shape != (k, n)
             or not _dense_ok(A.dtype, x, A, D, tw) or tw.numel() != _table_size(n)
             or not index_ok(br, n // 2, n // 2, 0)
-            or (perm is not None and (perm.shape != (k - 1, n) or not index_ok(perm, n, n, 0)))):
+            or (perm is not None and (perm.shape != (k - 1, n) or not index_ok(perm, n, n, 0)))
+            or (B is not None and (B.shape != (k, n) or not _dense_ok(A.dtype, B)))):
         _fail(what)
     return k, n
 
 
-def acdc_forward(x, in_inverse, A, D, perm, out_index, tw, br, kept, y, relu: bool) -> torch.Tensor:
+def acdc_forward(x, in_inverse, A, D, perm, out_index, tw, br, kept, y, relu: bool, B=None) -> torch.Tensor:
     """The cascade forward, ``x`` (rows, n_in) → ``y`` (rows, n_out), in one parallel region over chunks of
     rows. Column c of ``x`` is position ``in_inverse[c]`` of the first block's input (−1: unused; positions no
     column reaches are 0; None: n_in == n, the identity); ``A``, ``D`` (k, n) are the diagonals in natural order
     (the blocks run in Makhoul's order); ``perm`` (k − 1, n) permutes between blocks in Makhoul's order (None:
     none), ``relu`` applies a ReLU after each permutation; column j of ``y`` is position ``out_index[j]`` of the
     last block's output (None: n_out == n). ``kept``: None, or k tensors (rows, n) or None receiving each
-    block's input. ``tw``, ``br``: the tables (see kernels.c)."""
-    k, n = _cascade_checks("acdc_forward", x, x.shape[1] if x.dim() == 2 else -1, A, D, tw, br, perm)
+    block's input. ``tw``, ``br``: the tables (see kernels.c). ``B``: None, or (k, n) offsets added to each
+    block's output (natural order)."""
+    k, n = _cascade_checks("acdc_forward", x, x.shape[1] if x.dim() == 2 else -1, A, D, tw, br, perm, B)
     rows, n_in = x.shape
     n_out = n if out_index is None else out_index.shape[0]
     kept_ok = kept is None or (len(kept) == k and all(
@@ -796,7 +798,7 @@ def acdc_forward(x, in_inverse, A, D, perm, out_index, tw, br, kept, y, relu: bo
         _fail("acdc_forward")
     pointers = None if kept is None else _pointers(kept, k)
     status = _table(A)[13](
-        x.data_ptr(), _ptr(in_inverse), A.data_ptr(), D.data_ptr(), _ptr(perm), _ptr(out_index), tw.data_ptr(),
+        x.data_ptr(), _ptr(in_inverse), A.data_ptr(), D.data_ptr(), _ptr(B), _ptr(perm), _ptr(out_index), tw.data_ptr(),
         br.data_ptr(), _ptr(pointers), y.data_ptr(), rows, n, k, n_in, n_out, int(relu), torch.get_num_threads())
     if status:
         raise MemoryError("structlin native kernels: acdc_forward could not allocate its workspace")
@@ -804,14 +806,15 @@ def acdc_forward(x, in_inverse, A, D, perm, out_index, tw, br, kept, y, relu: bo
 
 
 def acdc_backward(g, x, in_inverse, out_index, blocks, A, D, perm, perm_inverse, tw, br, grad_x, grad_A, grad_D,
-                  relu: bool) -> torch.Tensor:
+                  relu: bool, B=None, grad_B=None) -> torch.Tensor:
     """The cascade backward (tables as in :func:`acdc_forward`): from the output gradient ``g`` (rows, n_out)
     the input gradient ``grad_x`` (rows, n_in) and the gradients ``grad_A``, ``grad_D`` (k, n) of the diagonals.
     The block inputs are the k tensors ``blocks`` (rows, n) (then ``x`` is None), or, with ``blocks`` None,
-    recomputed from ``x`` (rows, n_in). Returns ``grad_x``."""
+    recomputed from ``x`` (rows, n_in). With the block output offsets ``B`` (k, n), their gradient goes to
+    ``grad_B`` (k, n). Returns ``grad_x``."""
     rows, n_in = grad_x.shape if grad_x.dim() == 2 else (-1, -1)
     source = x if x is not None else grad_x  # without x (blocks given) only its shape is checked
-    k, n = _cascade_checks("acdc_backward", source, n_in, A, D, tw, br, perm)
+    k, n = _cascade_checks("acdc_backward", source, n_in, A, D, tw, br, perm, B)
     n_out = g.shape[1] if g.dim() == 2 else -1
     blocks_ok = blocks is None or (len(blocks) == k and all(
         v.shape == (rows, n) and _dense_ok(A.dtype, v) for v in blocks))
@@ -822,13 +825,15 @@ def acdc_backward(g, x, in_inverse, out_index, blocks, A, D, perm, perm_inverse,
             or (perm is None) != (perm_inverse is None)
             or (perm_inverse is not None and (perm_inverse.shape != perm.shape or not index_ok(perm_inverse, n, n, 0)))
             or (x is None) == (blocks is None) or (x is not None and x.shape != (rows, n_in))
-            or grad_x.data_ptr() in (g.data_ptr(), _ptr(x))):
+            or grad_x.data_ptr() in (g.data_ptr(), _ptr(x))
+            or (B is None) != (grad_B is None) or (grad_B is not None and (grad_B.shape != (k, n)
+                                                                          or not _dense_ok(A.dtype, grad_B)))):
         _fail("acdc_backward")
     pointers = None if blocks is None else _pointers(blocks, k)
     status = _table(A)[14](
         g.data_ptr(), _ptr(x), _ptr(in_inverse), _ptr(out_index), _ptr(pointers), A.data_ptr(), D.data_ptr(),
-        _ptr(perm), _ptr(perm_inverse), tw.data_ptr(), br.data_ptr(), grad_x.data_ptr(), grad_A.data_ptr(),
-        grad_D.data_ptr(), rows, n, k, n_in, n_out, int(relu), torch.get_num_threads())
+        _ptr(B), _ptr(perm), _ptr(perm_inverse), tw.data_ptr(), br.data_ptr(), grad_x.data_ptr(), grad_A.data_ptr(),
+        grad_D.data_ptr(), _ptr(grad_B), rows, n, k, n_in, n_out, int(relu), torch.get_num_threads())
     if status:
         raise MemoryError("structlin native kernels: acdc_backward could not allocate its workspace")
     return grad_x

@@ -326,12 +326,14 @@ static int64_t sl_dct_parts(int64_t rows, int64_t K, int nthreads) {
 typedef struct {
     const void *x, *g, *tw;
     const void *a, *cf;     /* A in Makhoul order (k, n); the per-bin coefficients by slot (see cascade_parameters) */
+    const void *shift;      /* NULL, or each block's output offset in Makhoul order (k, n) */
     const int64_t *in_pos;  /* (n_in,): column c of x goes to position in_pos[c] of the first block (< 0: unused) */
     const int64_t *out_idx; /* (n_out,): column j of y is position out_idx[j] of the last block's output */
     const int64_t *perm, *perm_inv, *br;
     const int64_t *blocks; /* k row-major block inputs (backward) or outputs to keep (forward; 0 = none); or NULL */
     void *y;               /* forward: output (rows, n_out); backward: input gradient (rows, n_in) */
-    void *acc;             /* backward: `groups` sums of (k * n grad_a, k * 3 * (n/2 + 1) coefficient sums) */
+    void *acc;             /* backward: `groups` sums of (k * n grad_a, k * 3 * (n/2 + 1) coefficient sums and,
+                            * with a shift, k * n sums of the block output gradients) */
     int64_t rows, n, k, n_in, n_out, nchunks, groups, per_group;
     int relu, in_full, out_full; /* in_full: the columns of x reach every position; out_full: likewise for g */
     int64_t next, done;    /* next piece to claim, pieces finished (atomic) */
@@ -1750,11 +1752,16 @@ static int64_t SFX(makhoul)(int64_t j, int64_t n) { return 2 * j < n ? 2 * j : 2
 /* The parameters as the blocks use them, from A and D (k, n) in natural order: a (k, n), A in Makhoul's
  * order, then the per-bin coefficients by slot (see middle), (k, 3, m + 1), times 1/n:
  *   m00 = c2 d1 + s2 d2,  m01 = cs (d1 - d2),  m11 = s2 d1 + c2 d2,   d1 = D[q], d2 = D[n - q] (D[0] for q = 0)
- * with c2, s2, cs = cos^2, sin^2, cos sin of pi q / 2n (the trig table). One allocation, or NULL. */
-static T *SFX(cascade_parameters)(const T *A, const T *D, const T *trig, const int64_t *br, int64_t n, int64_t k) {
+ * with c2, s2, cs = cos^2, sin^2, cos sin of pi q / 2n (the trig table), then, with B (k, n) the blocks'
+ * output offsets in natural order, B in Makhoul's order (k, n). One allocation, or NULL. */
+static T *SFX(cascade_parameters)(const T *A, const T *D, const T *B, const T *trig, const int64_t *br, int64_t n,
+                                  int64_t k) {
     const int64_t m = n / 2, bins = m + 1;
-    T *a = (T *)malloc(sizeof(T) * (size_t)(k * (n + 3 * bins)));
+    T *a = (T *)malloc(sizeof(T) * (size_t)(k * (n + 3 * bins + (B ? n : 0))));
     if (!a) return NULL;
+    if (B)
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < n; j++) a[k * (n + 3 * bins) + i * n + j] = B[i * n + SFX(makhoul)(j, n)];
     const T *c2 = trig, *s2 = trig + bins, *cs = trig + 2 * bins, scale = (T)1 / (T)n;
     for (int64_t i = 0; i < k; i++) {
         const T *Ai = A + i * n, *Di = D + i * n;
@@ -1771,6 +1778,13 @@ static T *SFX(cascade_parameters)(const T *A, const T *D, const T *trig, const i
     return a;
 }
 
+/* d += block i's output offset, when the cascade has them. */
+static void SFX(add_shift)(const sl_cascade_ctx *c, int64_t i, V *restrict d) {
+    if (!c->shift) return;
+    const T *s = (const T *)c->shift + i * c->n;
+    for (int64_t j = 0; j < c->n; j++) d[j] += SFX_BC(s[j]);
+}
+
 /* Rows [r0, r0 + W) of the forward cascade. */
 static void SFX(cascade_forward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(cascade_ws) *ws) {
     const int64_t n = c->n, k = c->k, nl = c->rows - r0 < W ? c->rows - r0 : W;
@@ -1780,6 +1794,7 @@ static void SFX(cascade_forward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(
     for (int64_t i = 0; i < k; i++) {
         if (c->blocks && c->blocks[i]) SFX(lanes_store)((T *)(intptr_t)c->blocks[i] + r0 * n, n, nl, buf, n, NULL);
         SFX(cascade_block)(c, i, buf, buf, a + i * n, SFX(MID_MAP), NULL, NULL, NULL);
+        SFX(add_shift)(c, i, buf);
         if (i == k - 1) break;
         if (c->perm) {
             SFX(lanes_gather)(other, buf, c->perm + i * n, n, c->relu);
@@ -1797,7 +1812,7 @@ static void SFX(cascade_forward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(
  * and transformed), then the blocks in reverse, adding to the gradient sums acc_a (k * n) and acc_s
  * (k * 3 * (m+1)), and the input gradient into c->y. */
 static void SFX(cascade_backward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(cascade_ws) *ws, T *acc_a,
-                                       T *acc_s) {
+                                       T *acc_s, T *acc_b) {
     const int64_t n = c->n, k = c->k, m = n / 2, bins = m + 1, nl = c->rows - r0 < W ? c->rows - r0 : W;
     const T *a = (const T *)c->a;
     V *buf = ws->buf, *other = ws->buf2;
@@ -1811,6 +1826,7 @@ static void SFX(cascade_backward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX
                 break;
             }
             SFX(cascade_block)(c, i, buf, v, a + i * n, STORE | SFX(MID_MAP), U, NULL, NULL);
+            SFX(add_shift)(c, i, buf);
             V *next = v + n;
             if (c->perm) {
                 SFX(lanes_gather)(next, buf, c->perm + i * n, n, c->relu);
@@ -1827,6 +1843,7 @@ static void SFX(cascade_backward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX
     }
     SFX(lanes_load)(buf, (const T *)c->g + r0 * c->n_out, c->n_out, nl, n, c->out_idx, c->n_out, c->out_full);
     for (int64_t i = k - 1; i >= 0; i--) {
+        if (acc_b) SFX(add_lane_sums)(acc_b + i * n, buf, n); /* buf: the gradient of block i's output */
         SFX(cascade_block)(c, i, buf, buf, NULL, SFX(MID_MAP) | SFX(MID_SUMS), NULL, ws->Us + i * 2 * bins, ws->P);
         SFX(add_lane_sums)(acc_s + i * 3 * bins, ws->P, 3 * bins);
         SFX(colsum_scale_lanes)(buf, ws->Vs + i * n, a + i * n, acc_a + i * n, n, c->relu && i > 0);
@@ -1874,7 +1891,7 @@ static void SFX(cascade_forward_task)(void *c_, int64_t w0, int64_t w1) {
 
 static void SFX(cascade_backward_task)(void *c_, int64_t w0, int64_t w1) {
     sl_cascade_ctx *c = (sl_cascade_ctx *)c_;
-    const int64_t per = c->k * (c->n + 3 * (c->n / 2 + 1)); /* sums per group */
+    const int64_t sums = c->k * (c->n + 3 * (c->n / 2 + 1)), per = sums + (c->shift ? c->k * c->n : 0);
     for (int64_t w = w0; w < w1; w++) {
         int owned = 0;
         V *base = (V *)sl_workspace(SFX(cascade_ws_bytes)(c->n, c->k, 1), &owned);
@@ -1884,7 +1901,7 @@ static void SFX(cascade_backward_task)(void *c_, int64_t w0, int64_t w1) {
             T *acc = (T *)c->acc + grp * per;
             const int64_t ch1 = (grp + 1) * c->per_group < c->nchunks ? (grp + 1) * c->per_group : c->nchunks;
             for (int64_t ch = grp * c->per_group; ch < ch1; ch++)
-                SFX(cascade_backward_chunk)(c, ch * W, &ws, acc, acc + c->k * c->n);
+                SFX(cascade_backward_chunk)(c, ch * W, &ws, acc, acc + c->k * c->n, c->shift ? acc + sums : NULL);
             __atomic_fetch_add(&c->done, 1, __ATOMIC_RELAXED);
         }
         if (owned) free(base);
@@ -1916,16 +1933,18 @@ static int SFX(reaches_all)(const int64_t *pos, int64_t n_src, int64_t n) {
 }
 
 /* The whole cascade forward on rows x (rows, n_in) -> y (rows, n_out); see sl_cascade_ctx and acdc.py.
+ * B: NULL, or (k, n) offsets added to each block's output (natural order).
  * kept: NULL, or k pointers (0 = skip) receiving each block's input, row-major (rows, n). Returns 0, or -1
  * when no workspace could be allocated. */
-SL_EXPORT int SFX(sl_acdc_forward)(const T *x, const int64_t *in_pos, const T *A, const T *D, const int64_t *perm,
-                                   const int64_t *out_idx, const T *tw, const int64_t *br, const int64_t *kept, T *y,
-                                   int64_t rows, int64_t n, int64_t k, int64_t n_in, int64_t n_out, int relu,
-                                   int nthreads) {
+SL_EXPORT int SFX(sl_acdc_forward)(const T *x, const int64_t *in_pos, const T *A, const T *D, const T *B,
+                                   const int64_t *perm, const int64_t *out_idx, const T *tw, const int64_t *br,
+                                   const int64_t *kept, T *y, int64_t rows, int64_t n, int64_t k, int64_t n_in,
+                                   int64_t n_out, int relu, int nthreads) {
     if (rows <= 0) return 0;
-    T *a = SFX(cascade_parameters)(A, D, tw + 4 * (n / 2), br, n, k);
+    T *a = SFX(cascade_parameters)(A, D, B, tw + 4 * (n / 2), br, n, k);
     if (!a) return -1;
     sl_cascade_ctx c = {.x = x, .tw = tw, .a = a, .cf = a + k * n, .in_pos = in_pos, .out_idx = out_idx,
+                        .shift = B ? a + k * (n + 3 * (n / 2 + 1)) : NULL,
                         .perm = perm, .br = br, .blocks = kept, .y = y, .rows = rows, .n = n, .k = k, .n_in = n_in,
                         .n_out = n_out, .nchunks = (rows + W - 1) / W, .relu = relu,
                         .in_full = SFX(reaches_all)(in_pos, n_in, n), .out_full = 1};
@@ -1959,20 +1978,23 @@ static void SFX(cascade_gradients)(const T *grad_a, const T *S, const T *trig, c
 }
 
 /* The whole cascade backward: from the output gradient g (rows, n_out) the input gradient grad_x
- * (rows, n_in) and the gradients of A and D (k, n), natural order (see acdc.py). blocks: NULL to
- * recompute every block input from x, else k pointers to the saved ones, row-major (rows, n). */
+ * (rows, n_in) and the gradients of A and D (k, n), natural order (see acdc.py), and with the block output
+ * offsets B (k, n; NULL: none) their gradient grad_B. blocks: NULL to recompute every block input from x,
+ * else k pointers to the saved ones, row-major (rows, n). */
 SL_EXPORT int SFX(sl_acdc_backward)(const T *g, const T *x, const int64_t *in_pos, const int64_t *out_idx,
-                                    const int64_t *blocks, const T *A, const T *D, const int64_t *perm,
+                                    const int64_t *blocks, const T *A, const T *D, const T *B, const int64_t *perm,
                                     const int64_t *perm_inv, const T *tw, const int64_t *br, T *grad_x, T *grad_A,
-                                    T *grad_D, int64_t rows, int64_t n, int64_t k, int64_t n_in, int64_t n_out,
-                                    int relu, int nthreads) {
-    const int64_t m = n / 2, bins = m + 1, per = k * (n + 3 * bins);
-    T *acc = (T *)calloc((size_t)per, sizeof(T)); /* the sums over all rows: grad_a (k, n), S (k, m + 1, 3) */
+                                    T *grad_D, T *grad_B, int64_t rows, int64_t n, int64_t k, int64_t n_in,
+                                    int64_t n_out, int relu, int nthreads) {
+    const int64_t m = n / 2, bins = m + 1, sums = k * (n + 3 * bins), per = sums + (B ? k * n : 0);
+    /* the sums over all rows: grad_a (k, n), S (k, m + 1, 3), then the block output gradients (k, n) */
+    T *acc = (T *)calloc((size_t)per, sizeof(T));
     if (!acc) return -1;
     int status = 0;
     if (rows > 0) {
-        T *a = SFX(cascade_parameters)(A, D, tw + 4 * m, br, n, k);
+        T *a = SFX(cascade_parameters)(A, D, B, tw + 4 * m, br, n, k);
         sl_cascade_ctx c = {.x = x, .g = g, .tw = tw, .a = a, .cf = a ? a + k * n : NULL, .in_pos = in_pos,
+                            .shift = a && B ? a + sums : NULL,
                             .out_idx = out_idx, .perm = perm, .perm_inv = perm_inv, .br = br, .blocks = blocks,
                             .y = grad_x, .rows = rows, .n = n, .k = k, .n_in = n_in, .n_out = n_out,
                             .nchunks = (rows + W - 1) / W, .relu = relu,
@@ -1999,7 +2021,12 @@ SL_EXPORT int SFX(sl_acdc_backward)(const T *g, const T *x, const int64_t *in_po
         free(parts);
         free(a);
     }
-    if (status == 0) SFX(cascade_gradients)(acc, acc + k * n, tw + 4 * m, br, n, k, grad_A, grad_D);
+    if (status == 0) {
+        SFX(cascade_gradients)(acc, acc + k * n, tw + 4 * m, br, n, k, grad_A, grad_D);
+        if (B)
+            for (int64_t i = 0; i < k; i++)
+                for (int64_t j = 0; j < n; j++) grad_B[i * n + SFX(makhoul)(j, n)] = acc[sums + i * n + j];
+    }
     free(acc);
     return status;
 }

@@ -27,19 +27,36 @@ from ..costs import (
     acdc_coefficient_flops,
     acdc_path_seconds,
     acdc_recompute_flops,
+    dct_flops,
+    idct_flops,
 )
 from ..strategies.depth import Depth, resolve_depth
 from ..strategies.init import ACDCInit, resolve_acdc_init
 from ..transforms._backend import constant_cache
 from ..transforms.acdc import acdc_cascade, gather_last, native_cascade
+from ..transforms.dct import dct, idct
 from ._checks import check_compute_dtype, compute_dtype
 from .activations import activation_gain, is_elementwise, is_plain_relu, resolve_activation
 from .base import StructuredLayer, bookkeeping, register_layer
 
-__all__ = ["ACDC", "plan", "PATHS"]
+__all__ = ["ACDC", "plan", "PATHS", "PERMUTES", "riffle_permutation"]
 
 #: The values of ``ACDC(path=...)``: choose per call, always the cascade, always the materialised matrix.
 PATHS = ("auto", "fft", "dense")
+#: The values of ``ACDC(permute=...)``: random permutations between blocks, none, or the fixed riffle.
+PERMUTES = (True, False, "riffle")
+
+
+def riffle_permutation(n: int) -> torch.Tensor:
+    """``(n,)`` int64 ``[0, 2, 4, …, 1, 3, 5, …]``: the even positions, then the odd ones. As a permutation
+    between blocks (``v ↦ v[riffle]``) it is the fixed riffle shuffle of the pytorch-acdc package (its
+    ``Riffle`` module on an even ``n``)."""
+    return torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
+
+
+def _riffles(rows: int, size: int) -> torch.Tensor:
+    """``(rows, size)``: :func:`riffle_permutation` in every row (the ``permute="riffle"`` buffer's values)."""
+    return riffle_permutation(size).expand(rows, size).clone()
 
 
 def plan(rows: int, in_features: int, out_features: int, depth: int, *, dtype: torch.dtype = torch.float32,
@@ -102,9 +119,11 @@ def _cached_gathers(n: int, in_features: int, out_features: int, device: torch.d
 class ACDC(StructuredLayer):
     r"""A cascade of ``depth`` ACDC blocks, ``y = B_K … π σ(B_2 π σ(B_1 x)) + bias``.
 
-    Each block is ``B_i x = C⁻¹ diag(D_i) C diag(A_i) x`` with ``C`` the orthonormal DCT-II; between blocks an
-    optional fixed random permutation ``π_i`` and activation ``σ``. Size ``N = max(in_features,
-    out_features)``: the input is zero-padded to ``N`` and the output truncated to ``out_features``.
+    Each block is ``B_i x = C⁻¹ diag(D_i) C diag(A_i) x`` with ``C`` the orthonormal DCT-II; with
+    ``diagonal_bias`` it is the authors' affine block ``B_i x = C⁻¹ (D_i ⊙ C (A_i ⊙ x + a_i) + d_i)``. Between
+    blocks an optional fixed permutation ``π_i`` (random, or the riffle) and activation ``σ``. Size
+    ``N = max(in_features, out_features)``: the input is zero-padded to ``N`` and the output truncated to
+    ``out_features``.
 
     The whole cascade runs in Makhoul's reordered domain (see :mod:`structlin.transforms.acdc`): one rfft and
     one irfft per block, a per-bin 2×2 map for ``C⁻¹ D C``, one gather in, one out and one per permutation.
@@ -136,11 +155,17 @@ class ACDC(StructuredLayer):
             :mod:`structlin.strategies.depth`).
         bias: learn an output bias of shape ``(out_features,)``, initialized to zero.
         init: initialization of ``A`` and ``D``: ``"paper"`` (``N(1, 0.01²)``), ``"identity"``,
-            ``"variance-preserving"`` (keeps the mean square through the activation), or an
+            ``"variance-preserving"`` (keeps the mean square through the activation), ``"authors"`` (exactly 1;
+            :class:`~structlin.strategies.init.Authors` for their noise and sign options), or an
             :class:`~structlin.strategies.init.ACDCInit` object.
-        permute: put a fixed random permutation between blocks (drawn from torch's global RNG when the layer is
-            built, or by ``reset_parameters()`` after ``to_empty()``; stored in the ``state_dict`` as the buffer
-            ``permutations``, shape ``(depth - 1, N)``).
+        permute: ``True``: a fixed random permutation between blocks (drawn from torch's global RNG when the
+            layer is built, or by ``reset_parameters()`` after ``to_empty()``); ``"riffle"``: the fixed riffle
+            :func:`riffle_permutation` between blocks (nothing drawn); ``False``: none. Either permutation is
+            stored in the ``state_dict`` as the buffer ``permutations``, shape ``(depth - 1, N)``.
+        diagonal_bias: learn a bias after each diagonal, ``A_bias`` and ``D_bias`` ``(depth, N)``, zero at the
+            start (the block is then affine; see above). It runs inside the cascade op: each block's
+            ``C⁻¹ (D_i ⊙ C a_i + d_i)`` is computed once per call from the parameters and added to the block's
+            output there.
         activation: ``None``, a name (``"relu"``, ``"gelu"``, ``"tanh"``, …) or an ``nn.Module``, applied
             between blocks (not after the last).
         recompute: keep only the input for backward and recompute the block inputs there (default), or keep
@@ -155,6 +180,7 @@ class ACDC(StructuredLayer):
 
     Attributes:
         A, D: ``(depth, N)`` parameters, the diagonals in natural (not reordered) order.
+        A_bias, D_bias: ``(depth, N)`` parameters (``diagonal_bias=True``) or ``None``.
         bias: ``(out_features,)`` or ``None``.
         permutations: ``(depth − 1, N)`` int64 buffer (``π_i v = v[permutations[i]]``) or ``None``.
     """
@@ -167,10 +193,11 @@ class ACDC(StructuredLayer):
         depth: Depth = 1,
         bias: bool = True,
         init: str | ACDCInit = "paper",
-        permute: bool = True,
+        permute: bool | str = True,
         activation: str | nn.Module | None = None,
         recompute: bool = True,
         path: str = "auto",
+        diagonal_bias: bool = False,
         device=None,
         dtype=None,
     ):
@@ -185,13 +212,21 @@ class ACDC(StructuredLayer):
         if path == "dense" and self.activation is not None:
             raise ValueError("path='dense' needs a linear cascade (activation=None): with an activation between "
                              "blocks the layer has no dense matrix")
+        if isinstance(permute, str) and permute not in PERMUTES:
+            raise ValueError(f"permute must be True, False or 'riffle', got {permute!r}")
+        permute = permute if isinstance(permute, str) else bool(permute)
         self.recompute = bool(recompute)
         self.path = path
+        self.permute = permute
         self.A = nn.Parameter(torch.empty(self.depth, n, **factory))
         self.D = nn.Parameter(torch.empty(self.depth, n, **factory))
+        for name in ("A_bias", "D_bias"):
+            value = nn.Parameter(torch.empty(self.depth, n, **factory)) if diagonal_bias else None
+            self.register_parameter(name, value)
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         if permute and self.depth > 1:
-            self.register_permutations("permutations", self.depth - 1, n, device=self.A.device)
+            draw = _riffles if permute == "riffle" else None
+            self.register_permutations("permutations", self.depth - 1, n, device=self.A.device, draw=draw)
         else:
             self.register_buffer("permutations", None)
         self.reset_parameters()
@@ -201,14 +236,19 @@ class ACDC(StructuredLayer):
         """ReLUs between blocks run inside the cascade op (other activations run between one-block ops)."""
         return is_plain_relu(self.activation)
 
+    @property
+    def diagonal_bias(self) -> bool:
+        return self.A_bias is not None
+
     def reset_parameters(self) -> None:
-        """Redraw ``A`` and ``D`` with the init strategy and zero the bias. The permutations stay once drawn
+        """Redraw ``A`` and ``D`` with the init strategy and zero the biases. The permutations stay once drawn
         (they are drawn here only when they hold no values: at construction or after ``to_empty()``)."""
         self.prepare_reset()
         with torch.no_grad():
             self.init.init_(self.A, self.D, activation_gain(self.activation))
-            if self.bias is not None:
-                self.bias.zero_()
+            for bias in (self.bias, self.A_bias, self.D_bias):
+                if bias is not None:
+                    bias.zero_()
 
     def _size_tables(self) -> _Gathers:
         sizes = (self.size, self.in_features, self.out_features, self.A.device)
@@ -227,21 +267,36 @@ class ACDC(StructuredLayer):
         x = gather_last(v, gathers.unorder, gathers.order)
         return gather_last(self.activation(x), gathers.order, gathers.unorder)
 
-    def _cascade(self, x: torch.Tensor) -> torch.Tensor:
-        """The cascade (no bias) on ``x`` ``(..., in_features)`` in the compute dtype."""
+    def block_offsets(self) -> torch.Tensor | None:
+        """``(depth, N)``: row ``i`` is ``C⁻¹ (D_i ⊙ C a_i + d_i)``, what the diagonal biases add to block ``i``'s
+        output (``B_i x = C⁻¹ D_i C A_i x + offset_i``), in the compute dtype and differentiable in ``D``,
+        ``A_bias`` and ``D_bias``; ``None`` without diagonal biases."""
+        if self.A_bias is None:
+            return None
+        compute = compute_dtype(self.A.dtype)
+        spectrum = dct(self.A_bias.to(compute), norm="ortho")
+        return idct(torch.addcmul(self.D_bias.to(compute), self.D.to(compute), spectrum), norm="ortho")
+
+    def _cascade(self, x: torch.Tensor, with_offsets: bool = True) -> torch.Tensor:
+        """The cascade (no output bias; the diagonal biases unless ``with_offsets`` is False) on ``x``
+        ``(..., in_features)`` in the compute dtype."""
         compute = compute_dtype(self.A.dtype)
         A, D = self.A.to(compute), self.D.to(compute)
+        offsets = self.block_offsets() if with_offsets else None
         gathers = self._size_tables()
         perms = self.derived("permutations", self._permutation_tables) if self.permutations is not None else None
         if self.activation is None or self._fused_relu:  # the whole cascade in one op
             return acdc_cascade(x, A, D, gather_in=gathers.gather_in, permutations=perms,
-                                gather_out=gathers.gather_out, relu=self._fused_relu, recompute=self.recompute)
+                                gather_out=gathers.gather_out, relu=self._fused_relu, recompute=self.recompute,
+                                offsets=offsets)
         # one block at a time; unbind, not A[i : i + 1]: its backward stacks the k row gradients once instead of
         # summing k full (k, ·) ones
         last = self.depth - 1
-        for i, (a, d) in enumerate(zip(A.unbind(0), D.unbind(0))):
+        rows = offsets.unbind(0) if offsets is not None else (None,) * self.depth
+        for i, (a, d, offset) in enumerate(zip(A.unbind(0), D.unbind(0), rows)):
             x = acdc_cascade(x, a.unsqueeze(0), d.unsqueeze(0), gather_in=gathers.gather_in if i == 0 else None,
-                             gather_out=gathers.gather_out if i == last else None, recompute=self.recompute)
+                             gather_out=gathers.gather_out if i == last else None, recompute=self.recompute,
+                             offsets=None if offset is None else offset.unsqueeze(0))
             if i < last:
                 if perms is not None:
                     x = gather_last(x, perms[0][i], perms[1][i])
@@ -262,12 +317,16 @@ class ACDC(StructuredLayer):
         compute = compute_dtype(self.A.dtype)
         check_compute_dtype(self, x, self.A.dtype, self.A.device, compute)
         dtype, x = x.dtype, x.to(compute)
-        grad = torch.is_grad_enabled() and (x.requires_grad or self.A.requires_grad or self.D.requires_grad)
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters()))
         rows = x.numel() // self.in_features
         bias = self.bias.to(compute) if self.bias is not None else None
         if self._path(rows, compute, x.device, grad) == "dense":
             identity = _identity(self.in_features, compute, x.device)
-            matrix = self._cascade(identity)  # (in, out): row j is the layer's (bias-free) output for input e_j
+            # (in, out): row j is the linear part's output for input e_j
+            matrix = self._cascade(identity, with_offsets=False)
+            if self.diagonal_bias:  # the affine part: the cascade's output for a zero input
+                offset = self._cascade(identity.new_zeros(1, self.in_features))[0]
+                bias = offset if bias is None else bias + offset
             flat = x.reshape(-1, self.in_features)
             y = flat @ matrix if bias is None else torch.addmm(bias, flat, matrix)
             return y.view(*x.shape[:-1], self.out_features).to(dtype)
@@ -277,12 +336,29 @@ class ACDC(StructuredLayer):
         return y.to(dtype)
 
     def to_dense(self) -> torch.Tensor:
-        """The ``(out_features, in_features)`` matrix ``W`` with ``forward(x) == x @ W.T + bias``."""
-        if self.activation is not None:
-            raise TypeError("ACDC with an activation between blocks is not a linear map, so it has no dense weight")
+        """The ``(out_features, in_features)`` matrix ``W`` with ``forward(x) == x @ W.T + dense_bias()``
+        (``dense_bias()`` is ``bias`` without diagonal biases)."""
+        self._check_linear()
         with torch.no_grad():
             eye = torch.eye(self.in_features, dtype=compute_dtype(self.A.dtype), device=self.A.device)
-            return self._cascade(eye).T.contiguous().to(self.A.dtype)
+            return self._cascade(eye, with_offsets=False).T.contiguous().to(self.A.dtype)
+
+    def dense_bias(self) -> torch.Tensor:
+        """The ``(out_features,)`` vector ``b`` with ``forward(x) == x @ to_dense().T + b``: ``bias`` plus, with
+        diagonal biases, the cascade's output for a zero input."""
+        self._check_linear()
+        with torch.no_grad():
+            compute = compute_dtype(self.A.dtype)
+            b = torch.zeros(self.out_features, dtype=compute, device=self.A.device)
+            if self.diagonal_bias:
+                b = self._cascade(b.new_zeros(1, self.in_features))[0]
+            if self.bias is not None:
+                b = b + self.bias.to(compute)
+            return b.to(self.A.dtype)
+
+    def _check_linear(self) -> None:
+        if self.activation is not None:
+            raise TypeError("ACDC with an activation between blocks is not a linear map, so it has no dense weight")
 
     def cost(self, batch_shape=()) -> Cost:
         """Analytic cost of a training call (grad enabled) on inputs ``(*batch_shape, in_features)``, on the path
@@ -292,25 +368,42 @@ class ACDC(StructuredLayer):
         itemsize = torch.finfo(compute).bits // 8  # the saved tensors are in the compute dtype
         device = self.A.device if self.A.device.type != "meta" else torch.device("cpu")
         bias = self.out_features if self.bias is not None else 0
-        params = 2 * k * n + bias
+        shifted = self.diagonal_bias
+        params = (4 if shifted else 2) * k * n + bias
         coefficients, coefficients_backward = k * acdc_coefficient_flops(n), k * acdc_coefficient_backward_flops(n)
+        # the block offsets from the diagonal biases, once per call: a DCT, D ⊙ · + d and an inverse DCT per
+        # block; backward: the adjoint transforms, addcmul's two products (each 2 per element: the other factor
+        # times its value 1, then the gradient) and D's gradient summed with the cascade's
+        offsets = k * (dct_flops(n) + idct_flops(n) + 2 * n) if shifted else 0
+        offsets_backward = k * (dct_flops(n) + idct_flops(n) + 5 * n) if shifted else 0
         if self._path(rows, compute, device, True) == "dense":
             # the cascade on the in_features rows of the identity, then one GEMM (addmm with a bias)
             inner, outer = self.in_features, 2 * rows * self.in_features * self.out_features
-            forward = inner * k * acdc_block_flops(n) + coefficients + outer + rows * bias
             recomputed = acdc_recompute_flops(n, k) if self.recompute else 0
+            forward = inner * k * acdc_block_flops(n) + coefficients + outer
             cascade_backward = inner * (k * acdc_block_backward_flops(n) + recomputed) + coefficients_backward
-            backward = 2 * outer + max(rows - 1, 0) * bias + cascade_backward
+            backward = 2 * outer + cascade_backward
+            if shifted:  # and on one zero row with the offsets, added to the bias: a second use of A and D
+                forward += offsets + k * acdc_block_flops(n) + coefficients + k * n + bias
+                backward += (offsets_backward + k * acdc_block_backward_flops(n) + recomputed + coefficients_backward
+                             + (k - 1) * n * self.recompute + 2 * k * n)
+            added = self.out_features if self.bias is not None or shifted else 0  # addmm's bias
+            forward += rows * added
+            backward += max(rows - 1, 0) * added
             return Cost(params=params, forward_flops=forward, backward_flops=backward,
                         saved_bytes=rows * self.in_features * itemsize)
         between = (k - 1) * n if self.activation is not None else 0  # one op per element per activation
         # the per-bin coefficients from D, once per block, and their gradients back to D
-        forward = rows * (k * acdc_block_flops(n) + between + bias) + coefficients
+        forward = rows * (k * acdc_block_flops(n) + between + bias) + coefficients + offsets
         bias_backward = max(rows - 1, 0) * bias  # summing the output gradient over the rows
         backward = rows * (k * acdc_block_backward_flops(n) + between) + bias_backward + coefficients_backward
+        backward += offsets_backward
+        if shifted:  # each block's output offset added to every row; its gradient summed over the rows
+            forward += rows * k * n
+            backward += max(rows - 1, 0) * k * n
         outside = self.activation is not None and not self._fused_relu  # one op per block
         if self.recompute and not outside:  # the block inputs recomputed from the layer's input
-            backward += rows * acdc_recompute_flops(n, k, self._fused_relu)
+            backward += rows * (acdc_recompute_flops(n, k, self._fused_relu) + ((k - 1) * n if shifted else 0))
         # saved: the first block's input (the layer's input with recompute, else its padded copy), the other
         # block inputs unless one op recomputes them, and what each activation run outside the op keeps
         first = self.in_features if self.recompute else n
@@ -321,8 +414,8 @@ class ACDC(StructuredLayer):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, size={self.size}, depth={self.depth}, bias={self.bias is not None}, "
-            f"permute={self.permutations is not None}, init={self.init!r}, recompute={self.recompute}, "
-            f"path={self.path!r}"
+            f"permute={self.permute!r}, init={self.init!r}, recompute={self.recompute}, path={self.path!r}"
+            + (", diagonal_bias=True" if self.diagonal_bias else "")
         )
 
     def __setstate__(self, state):
@@ -330,3 +423,7 @@ class ACDC(StructuredLayer):
         # layers pickled before these options existed: the defaults compute the same function
         self.__dict__.setdefault("recompute", True)
         self.__dict__.setdefault("path", "auto")
+        self.__dict__.setdefault("permute", self._buffers.get("permutations") is not None)
+        for name in ("A_bias", "D_bias"):
+            if name not in self._parameters:
+                self._parameters[name] = None

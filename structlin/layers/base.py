@@ -140,6 +140,7 @@ class StructuredLayer(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self._permutation_shapes: dict[str, tuple[int, int]] = {}  # buffer name -> (rows, size)
+        self._permutation_draws: dict[str, Callable[[int, int], torch.Tensor]] = {}  # name -> draw, if not random
         self._derived_cache: dict[tuple, tuple] = {}  # (buffer name, build) -> (state key, storage, tables)
         self._garbage: dict[str, tuple] = {}  # buffer name -> (tensor, version, data_ptr) of uninitialised memory
         self._fresh = False  # materialised from the meta device and not reset since
@@ -174,8 +175,20 @@ class StructuredLayer(nn.Module):
         raise NotImplementedError
 
     def to_dense(self) -> torch.Tensor:
-        """The ``(out_features, in_features)`` weight ``W`` with ``forward(x) == x @ W.T + bias``."""
+        """The ``(out_features, in_features)`` weight ``W`` with ``forward(x) == x @ W.T + dense_bias()``."""
         raise TypeError(f"{type(self).__name__} is not a linear map, so it has no dense weight")
+
+    def dense_bias(self) -> torch.Tensor:
+        """The ``(out_features,)`` vector ``b`` with ``forward(x) == x @ to_dense().T + b``: the layer's ``bias``
+        (zeros without one) unless a kind adds more. Computed without gradients. ``TypeError`` for a layer that
+        is not a linear map (found by calling :meth:`to_dense`, which kinds may spare themselves by overriding)."""
+        self.to_dense()
+        bias = getattr(self, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            return bias.detach().clone()
+        reference = next(self.parameters(), None)
+        factory = {} if reference is None else {"dtype": reference.dtype, "device": reference.device}
+        return torch.zeros(self.out_features, **factory)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -197,12 +210,16 @@ class StructuredLayer(nn.Module):
         return batch_shape if isinstance(batch_shape, int) else math.prod(batch_shape)
 
     # ------------------------------------------------------------------------------------ random permutations
-    def register_permutations(self, name: str, rows: int, size: int, device=None) -> None:
+    def register_permutations(self, name: str, rows: int, size: int, device=None,
+                              draw: Callable[[int, int], torch.Tensor] | None = None) -> None:
         """Register the buffer ``name``: ``(rows, size)`` int64, each row a permutation of ``0 … size − 1``, kept
         in the ``state_dict``. It holds no values until :meth:`prepare_reset` draws it (each row
-        ``torch.randperm(size)`` from torch's global generator); checked on load and by :meth:`derived`."""
+        ``torch.randperm(size)`` from torch's global generator, or ``draw(rows, size)`` when given, which must
+        be a picklable function); checked on load and by :meth:`derived`."""
         self.register_buffer(name, torch.empty(rows, size, dtype=torch.int64, device=device))
         self._permutation_shapes[name] = (rows, size)
+        if draw is not None:
+            self._permutation_draws[name] = draw
         self._mark_garbage(name)
 
     def prepare_reset(self) -> None:
@@ -222,7 +239,7 @@ class StructuredLayer(nn.Module):
             buffer = self._buffers[name]
             if not buffer.is_meta and self._holds_garbage(name):
                 with torch.no_grad():
-                    buffer.copy_(_random_permutations(rows, size))
+                    buffer.copy_(self._permutation_draws.get(name, _random_permutations)(rows, size))
                 self._garbage.pop(name, None)
 
     # ------------------------------------------------------------------------------------ derived state
@@ -327,6 +344,7 @@ class StructuredLayer(nn.Module):
         self._derived_cache = {}
         self._garbage = {}
         self.__dict__.setdefault("_permutation_shapes", {})
+        self.__dict__.setdefault("_permutation_draws", {})
         self.__dict__.setdefault("_fresh", False)
         for name in garbage:
             self._mark_garbage(name)

@@ -260,7 +260,10 @@ class StructuredBranch(Branch):
         part = self.parts_[name]
         with torch.no_grad():
             weight = part.scale[:, None] * part.layer.to_dense()
-        return weight, None if part.bias is None else part.bias.detach().clone()
+            constant = part.layer.dense_bias()  # zero unless the layer has a constant of its own
+            if part.bias is not None:
+                return weight, part.bias.detach() + part.scale * constant
+            return weight, (part.scale * constant) if constant.any() else None
 
     def part_parameters(self, name):
         return list(self.parts_[name].parameters())

@@ -15,7 +15,7 @@ import torch
 from ..registry import Registry
 from ._common import random_signs, resolve_strategy
 
-__all__ = ["ACDCInit", "ACDC_INITS", "resolve_acdc_init", "Paper", "Identity", "VariancePreserving"]
+__all__ = ["ACDCInit", "ACDC_INITS", "resolve_acdc_init", "Paper", "Identity", "VariancePreserving", "Authors"]
 
 
 class ACDCInit:
@@ -60,6 +60,29 @@ class Identity(ACDCInit):
     def init_(self, A, D, activation_gain=1.0):
         A.fill_(1.0)
         D.fill_(1.0)
+
+
+@ACDC_INITS.register("authors")
+class Authors(ACDCInit):
+    """The ACDC authors' start (their Torch module ``FastACDC``): ``A = D = 1``, or with ``signs`` independent
+    random signs ``±1`` (each with probability ½), then, with ``noise > 0``, uniform noise in ``[−noise, noise]``
+    added to every entry (their ``rand_init`` option is ``noise=0.01``, their ``sign_init`` ``signs=True``).
+    By name (``init="authors"``) it is exactly 1, their default. Diagonal biases start at zero (the layer
+    zeroes them)."""
+
+    def __init__(self, noise: float = 0.0, signs: bool = False):
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+            raise ValueError(f"noise must be a number >= 0 (the half-width of the uniform noise), got {noise!r}")
+        self.noise, self.signs = float(noise), bool(signs)
+
+    def init_(self, A, D, activation_gain=1.0):
+        for diagonal in (A, D):
+            if self.signs:
+                diagonal.copy_(random_signs(diagonal))
+            else:
+                diagonal.fill_(1.0)
+            if self.noise > 0:
+                diagonal.add_(torch.empty_like(diagonal).uniform_(-self.noise, self.noise))
 
 
 @ACDC_INITS.register("variance-preserving")

@@ -121,7 +121,7 @@ class LowRankRule(FanIn):
 @LR_RULES.register("acdc")
 class ACDCRule(FanIn):
     """:class:`~structlin.ACDC`: the diagonals ``A`` and ``D`` (fan-in 1; default ``e = 0.5``: ``√in`` times the
-    base rate)."""
+    base rate). The biases (``bias``, and ``A_bias``, ``D_bias`` with ``diagonal_bias``) train at the base rate."""
 
     default_exponent = 0.5
 

@@ -90,12 +90,13 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 def plain_eager(args) -> bool:
     """True when nothing needs to see an op's call: not compiling, no dispatch mode active (``FlopCounterMode``,
     ``FakeTensorMode``, structlin's report), and the op's data arguments (the first three, lists included; the rest
-    are index tables and flags) plain, non-meta tensors or None."""
+    are index tables and flags) plain, non-meta tensors; options among them (a ``norm`` string, a flag, None) are
+    not tensors and do not count."""
     if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return False
     for a in args[:3]:
         for t in a if isinstance(a, (list, tuple)) else (a,):
-            if t is not None and (type(t) not in _PLAIN or t.is_meta):
+            if isinstance(t, torch.Tensor) and (type(t) not in _PLAIN or t.is_meta):
                 return False
     return True
 

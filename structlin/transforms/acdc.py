@@ -19,7 +19,9 @@ applied to the output gradient; the coefficient gradients follow from ``⟨g, ir
 with ``G = rfft(g)`` and ``w_k = 1/n`` for the DC and Nyquist bins, ``2/n`` otherwise.
 
 :func:`acdc_cascade` runs a whole cascade as one custom op, ``structlin::acdc_cascade``: gathers, blocks,
-permutations, optional ReLUs and the per-bin coefficients, with an analytic backward op. For backward it keeps
+permutations, optional ReLUs, the per-bin coefficients and optional per-block output offsets ``B`` (the ACDC
+authors' biases after the diagonals, folded: see :meth:`structlin.ACDC.block_offsets`), with an analytic backward
+op (an offset's gradient is the sum over the rows of its block output's gradient). For backward it keeps
 either every block input (``recompute=False``) or only its input ``x`` (``recompute=True``), from which the
 backward recomputes the block inputs, a chunk of rows at a time, so that they never exist for the whole batch.
 
@@ -200,22 +202,25 @@ def _cached_trig(n: int, dtype: torch.dtype, device: torch.device):
     return bin_trig(n, device, dtype)
 
 
-def _reordered_parameters(A: torch.Tensor, D: torch.Tensor):
-    """``(a, (m00, m01, m11), unorder, trig)``: ``A`` in Makhoul order, the per-bin coefficients of ``D``, and
-    what takes gradients back (the inverse order and :func:`bin_trig`)."""
+def _reordered_parameters(A: torch.Tensor, D: torch.Tensor, B: Optional[torch.Tensor] = None):
+    """``(a, (m00, m01, m11), b, unorder, trig)``: ``A`` in Makhoul order, the per-bin coefficients of ``D``,
+    ``B`` in Makhoul order (None without ``B``), and what takes gradients back (the inverse order and
+    :func:`bin_trig`)."""
     n = A.shape[1]
     order, unorder = _makhoul_indices(n, A.device)
     trig = _cached_trig(n, A.dtype, A.device)
-    return A.index_select(1, order), bin_coefficients(D, trig), unorder, trig
+    b = None if B is None else B.index_select(1, order)
+    return A.index_select(1, order), bin_coefficients(D, trig), b, unorder, trig
 
 
 def _permutation(index: Optional[torch.Tensor], inverse: Optional[torch.Tensor], i: int):
     return (None, None) if index is None else (index[i], inverse[i])
 
 
-def _blocks(v: torch.Tensor, a, coefficients, perm_index, perm_inverse, relu: bool, keep_inputs: bool = False,
+def _blocks(v: torch.Tensor, a, coefficients, shift, perm_index, perm_inverse, relu: bool, keep_inputs: bool = False,
             for_backward: bool = False):
-    """The PyTorch path: the ``k`` blocks on rows ``v`` ``(rows, n)`` (the first block's input). Returns
+    """The PyTorch path: the ``k`` blocks on rows ``v`` ``(rows, n)`` (the first block's input), each block's
+    output offset by ``shift[i]`` (``(k, n)`` reordered, or None). Returns
     ``(output, inputs, spectra)``: ``inputs`` the ``k`` block inputs with ``keep_inputs`` or ``for_backward``;
     with ``for_backward`` also ``spectra``, each block's ``rfft(a_i ⊙ v_i)``, and the last block stops at its
     spectrum (``output`` is None): what the backward needs."""
@@ -239,18 +244,24 @@ def _blocks(v: torch.Tensor, a, coefficients, perm_index, perm_inverse, relu: bo
             if i == k - 1:
                 return None, inputs, spectra
         v = torch.fft.irfft(_apply_bins(spectrum, m00[i], m01[i], m11[i], in_place=not for_backward), n=n)
+        if shift is not None:
+            v = v + shift[i] if in_composite() else v.add_(shift[i])
     return v, inputs, spectra
 
 
-def _blocks_backward(g: torch.Tensor, inputs, spectra, a, coefficients, perm_index, perm_inverse, relu: bool):
+def _blocks_backward(g: torch.Tensor, inputs, spectra, a, coefficients, perm_index, perm_inverse, relu: bool,
+                     shifted: bool = False):
     """The PyTorch path of the blocks' backward on rows: from the gradient of the last block's output ``g``
     ``(rows, n)`` and the block inputs (and their spectra, else recomputed here), ``(gradient of the first
-    block's input, Σ_rows grad_a (k, n), coefficient sums (k, n//2 + 1, 3))``."""
+    block's input, Σ_rows grad_a (k, n), coefficient sums (k, n//2 + 1, 3), Σ_rows of each block's output
+    gradient (k, n) with ``shifted``, else None)``."""
     k, n = a.shape
     m00, m01, m11 = coefficients
-    grad_a, sums = [None] * k, [None] * k
+    grad_a, sums, grad_shift = [None] * k, [None] * k, [None] * k
     work = g.new_empty(g.shape[0], n) if uses_native(g) and spectra is None else None  # one buffer for a ⊙ v
     for i in reversed(range(k)):
+        if shifted:
+            grad_shift[i] = g.sum(0)
         v = inputs[i]
         G = torch.fft.rfft(g)
         if spectra is not None:
@@ -264,13 +275,14 @@ def _blocks_backward(g: torch.Tensor, inputs, spectra, a, coefficients, perm_ind
             index, inverse = _permutation(perm_index, perm_inverse, i - 1)
             if index is not None:  # the gradient reaching the gather's source
                 g = _gather_impl(g, inverse, index)
-    return g, torch.stack(grad_a), torch.stack(sums)
+    return g, torch.stack(grad_a), torch.stack(sums), torch.stack(grad_shift) if shifted else None
 
 
 def _cascade_impl(
     x: torch.Tensor,
     A: torch.Tensor,
     D: torch.Tensor,
+    B: Optional[torch.Tensor],
     in_index: Optional[torch.Tensor],
     in_inverse: Optional[torch.Tensor],
     perm_index: Optional[torch.Tensor],
@@ -281,8 +293,8 @@ def _cascade_impl(
     keep: bool,
 ) -> list[torch.Tensor]:
     """``[y, *kept]``: the cascade's output and, when ``keep``, the block inputs backward needs (all ``k`` of
-    them with an input gather, else the last ``k - 1``: the first is ``x``). ``relu``: a ReLU before every
-    block but the first."""
+    them with an input gather, else the last ``k - 1``: the first is ``x``). ``B``: None, or ``(k, n)`` offsets
+    (natural order) added to each block's output. ``relu``: a ReLU before every block but the first."""
     k, n = A.shape
     batch = x.shape[:-1]
     rows_x = x.reshape(-1, x.shape[-1])
@@ -296,15 +308,15 @@ def _cascade_impl(
         kept = [rows_x.new_empty(rows, n) for _ in range(kept_count)]
         targets = ([None] if in_index is None else []) + kept if keep else None
         _native.acdc_forward(rows_x.contiguous(), in_inverse, A.contiguous(), D.contiguous(), perm_index, out_index,
-                             *_fft_tables(n, x.dtype), targets, y, relu)
+                             *_fft_tables(n, x.dtype), targets, y, relu, None if B is None else B.contiguous())
         return [y.view(*batch, -1)] + [t.view(*batch, n) for t in kept]
-    a, coefficients, _, _ = _reordered_parameters(A, D)
+    a, coefficients, shift, _, _ = _reordered_parameters(A, D, B)
     outputs, kept_parts = [], []
     for start, stop in _chunks(rows, n, rows_x):
         v = rows_x[start:stop]
         if in_index is not None:
             v = _gather_impl(v, in_index, in_inverse)
-        v, inputs, _ = _blocks(v, a, coefficients, perm_index, perm_inverse, relu, keep_inputs=keep)
+        v, inputs, _ = _blocks(v, a, coefficients, shift, perm_index, perm_inverse, relu, keep_inputs=keep)
         if out_index is not None:
             v = _gather_impl(v, out_index, out_inverse)
         outputs.append(v)
@@ -319,6 +331,7 @@ def _cascade_backward_impl(
     inputs: list[torch.Tensor],
     A: torch.Tensor,
     D: torch.Tensor,
+    B: Optional[torch.Tensor],
     in_index: Optional[torch.Tensor],
     in_inverse: Optional[torch.Tensor],
     perm_index: Optional[torch.Tensor],
@@ -328,27 +341,29 @@ def _cascade_backward_impl(
     relu: bool,
     recompute: bool,
 ) -> list[torch.Tensor]:
-    """``[grad_x, grad_A, grad_D]`` from the output gradient and what the forward kept: ``inputs`` is ``[x]``
-    with ``recompute`` (every block input is recomputed from it, a chunk of rows at a time), else the ``k``
-    block inputs."""
+    """``[grad_x, grad_A, grad_D, grad_B]`` from the output gradient and what the forward kept: ``inputs`` is
+    ``[x]`` with ``recompute`` (every block input is recomputed from it, a chunk of rows at a time), else the
+    ``k`` block inputs. ``grad_B`` is empty when ``B`` is None."""
     k, n = A.shape
     if not recompute and len(inputs) != k:
         raise RuntimeError("acdc_cascade ran with keep=False, so it saved nothing to differentiate with")
     shape = tuple(inputs[0].shape) if recompute else _input_shape(inputs[0], in_inverse)
     rows = grad.reshape(-1, grad.shape[-1]).shape[0]
     if rows == 0:
-        return [grad.new_zeros(shape), torch.zeros_like(A), torch.zeros_like(D)]
+        return [grad.new_zeros(shape), torch.zeros_like(A), torch.zeros_like(D), _zeros_or_empty(B, A)]
     g_rows = grad.reshape(rows, -1)
     sources = [t.reshape(rows, -1) for t in inputs]
     tables = (in_inverse, perm_index, perm_inverse, out_index)
     if native_cascade(n, grad.dtype, grad.device.type) and _native_tables_ok(n, *tables):
         grad_x, grad_A, grad_D = g_rows.new_empty(rows, shape[-1]), A.new_empty(k, n), D.new_empty(k, n)
+        grad_B = A.new_empty(k, n) if B is not None else None
         x, blocks = (sources[0].contiguous(), None) if recompute else (None, [t.contiguous() for t in sources])
         _native.acdc_backward(g_rows.contiguous(), x, in_inverse, out_index, blocks, A.contiguous(), D.contiguous(),
-                              perm_index, perm_inverse, *_fft_tables(n, A.dtype), grad_x, grad_A, grad_D, relu)
-        return [grad_x.view(shape), grad_A, grad_D]
-    a, coefficients, unorder, trig = _reordered_parameters(A, D)
-    grad_parts, grad_a, sums = [], None, None
+                              perm_index, perm_inverse, *_fft_tables(n, A.dtype), grad_x, grad_A, grad_D, relu,
+                              None if B is None else B.contiguous(), grad_B)
+        return [grad_x.view(shape), grad_A, grad_D, A.new_empty(0) if grad_B is None else grad_B]
+    a, coefficients, shift, unorder, trig = _reordered_parameters(A, D, B)
+    grad_parts, grad_a, sums, grad_shift = [], None, None, None
     for start, stop in _chunks(rows, n, g_rows):
         g = g_rows[start:stop]
         if out_index is not None:
@@ -356,19 +371,28 @@ def _cascade_backward_impl(
         if recompute:
             v = sources[0][start:stop]
             v = v if in_index is None else _gather_impl(v, in_index, in_inverse)
-            _, block_inputs, spectra = _blocks(v, a, coefficients, perm_index, perm_inverse, relu, for_backward=True)
+            _, block_inputs, spectra = _blocks(v, a, coefficients, shift, perm_index, perm_inverse, relu,
+                                               for_backward=True)
         else:
             block_inputs, spectra = [t[start:stop] for t in sources], None
-        g, chunk_a, chunk_sums = _blocks_backward(g, block_inputs, spectra, a, coefficients, perm_index,
-                                                  perm_inverse, relu)
+        g, chunk_a, chunk_sums, chunk_shift = _blocks_backward(g, block_inputs, spectra, a, coefficients, perm_index,
+                                                               perm_inverse, relu, shifted=B is not None)
         if in_index is not None:  # the gradient reaching the input gather's source
             g = _gather_impl(g, in_inverse, in_index)
         grad_parts.append(g)
         grad_a = chunk_a if grad_a is None else grad_a + chunk_a
         sums = chunk_sums if sums is None else sums + chunk_sums
+        if chunk_shift is not None:
+            grad_shift = chunk_shift if grad_shift is None else grad_shift + chunk_shift
     grad_x = grad_parts[0] if len(grad_parts) == 1 else torch.cat(grad_parts)
     grad_A = grad_a.index_select(1, unorder)
-    return [grad_x.view(shape), grad_A, _coefficient_backward(sums, D, trig)]
+    grad_B = A.new_empty(0) if grad_shift is None else grad_shift.index_select(1, unorder)
+    return [grad_x.view(shape), grad_A, _coefficient_backward(sums, D, trig), grad_B]
+
+
+def _zeros_or_empty(B: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """The gradient of an absent ``B`` (an empty tensor: a custom op returns tensors only), else zeros."""
+    return like.new_empty(0) if B is None else torch.zeros_like(B)
 
 
 def _coefficient_backward(sums: torch.Tensor, D: torch.Tensor, trig) -> torch.Tensor:
@@ -440,35 +464,46 @@ def _flag(after_parameters: tuple, kwargs: dict, name: str, position: int) -> bo
     return kwargs[name] if name in kwargs else bool(after_parameters[_GATHERS + position])
 
 
-def _backward_flops(rows: int, k: int, n: int, relu: bool, recompute: bool) -> int:
+def _shift_flops(rows: int, k: int, n: int, B_shape) -> int:
+    """The block output offsets: one add per element per block (forward, and the sums of their gradients over
+    the rows in backward)."""
+    return rows * k * n if B_shape is not None else 0
+
+
+def _backward_flops(rows: int, k: int, n: int, relu: bool, recompute: bool, B_shape=None) -> int:
     """FLOPs of the backward op: each block's backward, the coefficient gradients and the ReLUs' gradients, and
-    with ``recompute`` the recomputation of the block inputs (:func:`~structlin.costs.acdc_recompute_flops`)."""
+    with ``recompute`` the recomputation of the block inputs (:func:`~structlin.costs.acdc_recompute_flops`),
+    with the offsets' adds there; with offsets ``B``, the sums of their gradients over the rows."""
     flops = k * (rows * acdc_block_backward_flops(n) + acdc_coefficient_backward_flops(n))
     flops += _relu_flops(rows, k, n, relu)
+    if B_shape is not None:
+        flops += max(rows - 1, 0) * k * n + (rows * (k - 1) * n if recompute else 0)
     return flops + (rows * acdc_recompute_flops(n, k, relu) if recompute else 0)
 
 
 def _save_cascade(ctx, inputs, output) -> None:
     """Save ``A``, ``D``, the gathers, and either the ``k`` block inputs (``keep``: ``x`` first when there is no
     input gather) or ``x`` alone (the backward recomputes the rest)."""
-    x, A, D, *gathers, relu, keep = inputs
-    ctx.relu, ctx.recompute = relu, not keep
+    x, A, D, B, *gathers, relu, keep = inputs
+    ctx.relu, ctx.recompute, ctx.shifted = relu, not keep, B is not None
     ctx.mark_non_differentiable(*output[1:])
     if keep:
         block_inputs = list(output[1:]) if gathers[0] is not None else [x, *output[1:]]
     else:
         block_inputs = [x]
-    ctx.save_for_backward(A, D, *gathers, *block_inputs)
+    ctx.save_for_backward(A, D, B, *gathers, *block_inputs)
 
 
 def _cascade_gradients(ctx, grad: torch.Tensor | None) -> tuple:
-    """Gradients of the op's inputs: ``x``, ``A`` and ``D``, then None for the gathers, ``relu`` and ``keep``."""
+    """Gradients of the op's inputs: ``x``, ``A``, ``D`` and ``B`` (None without it), then None for the gathers,
+    ``relu`` and ``keep``."""
     if grad is None:  # only the kept tensors were used, and they carry no gradient
-        return (None,) * (_GATHERS + 5)
-    A, D, *rest = ctx.saved_tensors
+        return (None,) * (_GATHERS + 6)
+    A, D, B, *rest = ctx.saved_tensors
     gathers, block_inputs = rest[:_GATHERS], rest[_GATHERS:]
-    gradients = _cascade_backward_op(grad, block_inputs, A, D, *gathers, ctx.relu, ctx.recompute)
-    return *gradients, *(None,) * (_GATHERS + 2)
+    grad_x, grad_A, grad_D, grad_B = _cascade_backward_op(grad, block_inputs, A, D, B, *gathers, ctx.relu,
+                                                          ctx.recompute)
+    return grad_x, grad_A, grad_D, grad_B if ctx.shifted else None, *(None,) * (_GATHERS + 2)
 
 
 class _Cascade(torch.autograd.Function):
@@ -505,17 +540,18 @@ if hasattr(torch.library, "custom_op"):
     _gather_custom = define_op("gather_last", _gather_impl)
 
     @_cascade_custom.register_fake
-    def _(x, A, D, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, relu, keep):
+    def _(x, A, D, B, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, relu, keep):
         k, n = A.shape
         batch = x.shape[:-1]
         kept_count = (k if in_index is not None else k - 1) if keep else 0
         return [x.new_empty(*batch, _output_size(A, out_index))] + [x.new_empty(*batch, n) for _ in range(kept_count)]
 
     @_cascade_backward_custom.register_fake
-    def _(grad, inputs, A, D, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, relu,
+    def _(grad, inputs, A, D, B, in_index, in_inverse, perm_index, perm_inverse, out_index, out_inverse, relu,
           recompute):
         shape = tuple(inputs[0].shape) if recompute else _input_shape(inputs[0], in_inverse)
-        return [grad.new_empty(shape), A.new_empty(A.shape), D.new_empty(D.shape)]
+        return [grad.new_empty(shape), A.new_empty(A.shape), D.new_empty(D.shape),
+                A.new_empty(0) if B is None else B.new_empty(B.shape)]
 
     @_gather_custom.register_fake
     def _(x, index, inverse):
@@ -540,15 +576,16 @@ if hasattr(torch.library, "custom_op"):
     _gather_custom.register_autograd(_gather_backward, setup_context=_gather_setup)
     register_flops(
         "acdc_cascade",
-        lambda x_shape, A_shape, D_shape, *rest, out_shape=None, **kw: (
+        lambda x_shape, A_shape, D_shape, B_shape, *rest, out_shape=None, **kw: (
             A_shape[0] * (rows_of(x_shape) * acdc_block_flops(A_shape[1]) + acdc_coefficient_flops(A_shape[1]))
             + _relu_flops(rows_of(x_shape), *A_shape, _flag(rest, kw, "relu", 0))
+            + _shift_flops(rows_of(x_shape), *A_shape, B_shape)
         ),
     )
     register_flops(
         "acdc_cascade_backward",
-        lambda g_shape, input_shapes, A_shape, D_shape, *rest, out_shape=None, **kw: _backward_flops(
-            rows_of(g_shape), *A_shape, _flag(rest, kw, "relu", 0), _flag(rest, kw, "recompute", 1)
+        lambda g_shape, input_shapes, A_shape, D_shape, B_shape, *rest, out_shape=None, **kw: _backward_flops(
+            rows_of(g_shape), *A_shape, _flag(rest, kw, "relu", 0), _flag(rest, kw, "recompute", 1), B_shape
         ),
     )
 else:  # torch < 2.4
@@ -561,11 +598,11 @@ def _backward_eager(*args):
     return _cascade_backward_custom(*args) if torch.is_grad_enabled() else _cascade_backward_impl(*args)
 
 
-def _cascade_composite(x, A, D, *gathers_and_flags) -> list[torch.Tensor]:
+def _cascade_composite(x, A, D, B, *gathers_and_flags) -> list[torch.Tensor]:
     """The cascade op's arguments → ``[y]``: :func:`_cascade_impl` without the kept block inputs (under
     ``torch.func`` transforms and forward-mode AD, where autograd records its pure-PyTorch ops itself)."""
     *gathers, relu, _keep = gathers_and_flags
-    return _cascade_impl(x, A, D, *gathers, relu, False)
+    return _cascade_impl(x, A, D, B, *gathers, relu, False)
 
 
 _cascade_op = dispatch(_cascade_custom, _cascade_composite, _Cascade.apply)
@@ -583,10 +620,11 @@ def acdc_cascade(
     gather_out: tuple[torch.Tensor, torch.Tensor] | None = None,
     relu: bool = False,
     recompute: bool = True,
+    offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``k`` ACDC blocks ``C⁻¹ diag(D_i) C diag(A_i)`` run in Makhoul's reordered domain: block ``i`` is
-    ``v ↦ irfft(M_i ⊙ rfft(a_i ⊙ v))`` with ``a_i`` the reordered ``A_i`` and ``M_i`` from
-    :func:`bin_coefficients`.
+    ``v ↦ irfft(M_i ⊙ rfft(a_i ⊙ v)) + b_i`` with ``a_i`` the reordered ``A_i``, ``M_i`` from
+    :func:`bin_coefficients` and ``b_i`` the reordered ``offsets[i]`` (0 without offsets).
 
     Args:
         x: ``(..., n)`` input in Makhoul order, or ``(..., n_in)`` with ``gather_in``.
@@ -603,9 +641,13 @@ def acdc_cascade(
             block inputs (a block input is positive exactly where the ReLU let its input through).
         recompute: save only ``x`` for backward, which recomputes the block inputs chunk by chunk; False saves
             the ``k`` block inputs instead (see ``docs/acdc.md`` for the measurements behind the default).
+        offsets: None, or ``(k, n)`` in natural order: ``offsets[i]`` is added to block ``i``'s output (before
+            the permutation and ReLU that follow it), inside the op. Differentiable; its gradient is the sum over
+            the rows of each block output's gradient.
 
     Returns:
-        ``(..., n_out)`` (``n_out = n`` without ``gather_out``), differentiable in ``x``, ``A`` and ``D``.
+        ``(..., n_out)`` (``n_out = n`` without ``gather_out``), differentiable in ``x``, ``A``, ``D`` and
+        ``offsets``.
         When a gradient is needed it saves ``x`` (``recompute``) or the ``k`` block inputs (``x`` itself for the
         first when there is no ``gather_in``), one ``(..., n)`` tensor each, and nothing else of the batch's size.
     """
@@ -617,9 +659,12 @@ def acdc_cascade(
         raise ValueError(f"acdc_cascade expects x of shape (..., {n_in}); got {tuple(x.shape)}")
     if permutations is not None and tuple(permutations[0].shape) != (k - 1, n):
         raise ValueError(f"acdc_cascade expects permutations of shape ({k - 1}, {n}); got {tuple(permutations[0].shape)}")
-    keep = not recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (x, A, D))
+    if offsets is not None and offsets.shape != A.shape:
+        raise ValueError(f"acdc_cascade expects offsets of shape ({k}, {n}) like A; got {tuple(offsets.shape)}")
+    differentiable = (x, A, D) if offsets is None else (x, A, D, offsets)
+    keep = not recompute and torch.is_grad_enabled() and any(t.requires_grad for t in differentiable)
     gathers = [t for pair in (gather_in, permutations, gather_out) for t in (pair if pair is not None else (None, None))]
-    return _cascade_op(x, A, D, *gathers, relu, keep)[0]
+    return _cascade_op(x, A, D, offsets, *gathers, relu, keep)[0]
 
 
 def gather_last(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
