@@ -15,6 +15,7 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.fft
 import torch
 import torch.nn.functional as F
 import torch_dct
@@ -73,7 +74,7 @@ def test_an_affine_cascade_is_its_dense_weight_plus_its_dense_bias():
     assert not torch.allclose(b, layer.bias)  # the diagonal biases reach the output
 
 
-@pytest.mark.parametrize("n", [8, 16])
+@pytest.mark.parametrize("n", [2, 4, 8, 16])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("recompute", [True, False])
 def test_cascade_offsets_gradcheck(n, relu, recompute, backend):
@@ -163,11 +164,25 @@ def test_diagonal_biases_start_at_zero_and_reset_to_zero():
     assert "diagonal_bias=True" in repr(layer) and "diagonal_bias" not in repr(plain)
 
 
-def test_cost_counts_the_diagonal_biases():
-    plain, affine = ACDC(32, 32, depth=3, path="fft"), ACDC(32, 32, depth=3, path="fft", diagonal_bias=True)
-    assert affine.cost().params == plain.cost().params + 2 * 3 * 32
-    r = structlin.report(affine, torch.randn(7, 32))
+@pytest.mark.parametrize("size", [32, 600])  # the offsets through the DCT matrix, and through the transforms
+def test_cost_counts_the_diagonal_biases(size):
+    from structlin.layers.acdc import OFFSETS_MATRIX_MAX
+
+    assert (size <= OFFSETS_MATRIX_MAX) == (size == 32)
+    plain = ACDC(size, size, depth=3, path="fft")
+    affine = ACDC(size, size, depth=3, path="fft", diagonal_bias=True)
+    assert affine.cost().params == plain.cost().params + 2 * 3 * size
+    r = structlin.report(affine, torch.randn(7, size))
     assert r.total == affine.cost((7,))
+
+
+@pytest.mark.parametrize("size", [16, 600])
+def test_block_offsets_are_the_authors_constant(size):
+    layer = _random_affine_layer(size, size, depth=2)
+    A, D, a, d = (t.detach().numpy() for t in (layer.A, layer.D, layer.A_bias, layer.D_bias))
+    expected = scipy.fft.idct(D * scipy.fft.dct(a, norm="ortho", axis=-1) + d, norm="ortho", axis=-1)
+    np.testing.assert_allclose(layer.block_offsets().detach().numpy(), expected, rtol=0, atol=1e-12)
+    assert ACDC(8, 8).block_offsets() is None
 
 
 def test_half_precision_with_diagonal_biases_computes_in_float32():

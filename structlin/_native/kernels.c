@@ -326,7 +326,7 @@ static int64_t sl_dct_parts(int64_t rows, int64_t K, int nthreads) {
 typedef struct {
     const void *x, *g, *tw;
     const void *a, *cf;     /* A in Makhoul order (k, n); the per-bin coefficients by slot (see cascade_parameters) */
-    const void *shift;      /* NULL, or each block's output offset in Makhoul order (k, n) */
+    const void *shift;      /* NULL, or each block's output offset (k, n), packed (see packed_offsets) */
     const int64_t *in_pos;  /* (n_in,): column c of x goes to position in_pos[c] of the first block (< 0: unused) */
     const int64_t *out_idx; /* (n_out,): column j of y is position out_idx[j] of the last block's output */
     const int64_t *perm, *perm_inv, *br;
@@ -1625,11 +1625,14 @@ enum { SFX(MID_MAP) = 1, SFX(MID_STORE) = 2, SFX(MID_SUMS) = 4, SFX(MID_FROM) = 
  *   MID_STORE: X to U (2(m+1) vectors); MID_SUMS: X_R in_R, X_R in_I + X_I in_R, X_I in_I to P (3 per slot);
  *   MID_MAP: Y = (c00 X_R + c01 X_I, c01 X_R + c11 X_I) with cf = (c00, c01, c11), m + 1 each by slot and
  *   already scaled by 1/n (cf NULL: Y = scale X), written back as the packed spectrum whose fft_dit is
- *   irfft(Y); the imaginary parts of Y_0 and Y_m are dropped, as irfft does.
+ *   irfft(Y); the imaginary parts of Y_0 and Y_m are dropped, as irfft does. With `add` (n values, the
+ *   same for every lane), add[j] is added to the packed value j written: fft_dit then gives irfft(Y) plus
+ *   the signal whose packing `add` is (see packed_offsets).
  * wp[2p], wp[2p+1] = cos, sin (2 pi br[p] / n). */
 static void SFX(middle)(V *restrict d, int64_t m, const T *restrict wp, const T *cf, T scale, int mode,
-                        V *restrict U, const V *restrict in, V *restrict P) {
+                        V *restrict U, const V *restrict in, V *restrict P, const T *restrict add) {
     const V half = SFX_BC(0.5), f = SFX_BC(cf ? 1 : scale);
+#define SFX_ADD(j) (add ? SFX_BC(add[j]) : (V){0})
     const T *c00 = cf, *c01 = cf ? cf + (m + 1) : NULL, *c11 = cf ? cf + 2 * (m + 1) : NULL;
     /* bins 0 and m, both from Z_0 */
     {
@@ -1657,8 +1660,8 @@ static void SFX(middle)(V *restrict d, int64_t m, const T *restrict wp, const T 
         }
         if (mode & SFX(MID_MAP)) {
             const V y0 = x0 * f * (cf ? SFX_BC(c00[0]) : SFX_BC(1)), ym = xm * f * (cf ? SFX_BC(c00[m]) : SFX_BC(1));
-            d[0] = y0 + ym;
-            d[1] = y0 - ym;
+            d[0] = y0 + ym + SFX_ADD(0);
+            d[1] = y0 - ym + SFX_ADD(1);
         }
     }
     for (int64_t lo0 = 1; lo0 < m; lo0 *= 2)
@@ -1718,14 +1721,15 @@ static void SFX(middle)(V *restrict d, int64_t m, const T *restrict wp, const T 
                  * Z_m-k = conj E'' + i conj O'' (the factors 1/2 and 1/m of the inverse are in the 1/n) */
                 const V Er = ykr + ymr, Ei = yki - ymi, Dr = ykr - ymr, Di = yki + ymi;
                 const V Or = Dr * c - Di * s, Oi = Dr * s + Di * c;
-                d[2 * pa] = Er - Oi;
-                d[2 * pa + 1] = Ei + Or;
+                d[2 * pa] = Er - Oi + SFX_ADD(2 * pa);
+                d[2 * pa + 1] = Ei + Or + SFX_ADD(2 * pa + 1);
                 if (pb != pa) {
-                    d[2 * pb] = Er + Oi;
-                    d[2 * pb + 1] = Or - Ei;
+                    d[2 * pb] = Er + Oi + SFX_ADD(2 * pb);
+                    d[2 * pb + 1] = Or - Ei + SFX_ADD(2 * pb + 1);
                 }
             }
         }
+#undef SFX_ADD
 }
 
 typedef struct {
@@ -1735,15 +1739,35 @@ typedef struct {
 } SFX(cascade_ws);
 
 /* One block on a chunk: d = irfft(M_i rfft(a_i ⊙ src)) (src may be d; a = NULL: no scale) per the mode
- * flags of middle (without MID_MAP, d is left holding the forward spectrum's packing). c->cf holds every
- * block's coefficients by slot, scaled (see cascade_parameters). */
+ * flags of middle (without MID_MAP, d is left holding the forward spectrum's packing), plus block i's output
+ * offset when `shifted` and the cascade has offsets. c->cf holds every block's coefficients by slot, scaled
+ * (see cascade_parameters); c->shift the offsets' packings (see packed_offsets). */
 static void SFX(cascade_block)(const sl_cascade_ctx *c, int64_t i, V *d, const V *src, const T *a, int mode,
-                               V *U, const V *in, V *P) {
+                               V *U, const V *in, V *P, int shifted) {
     const int64_t n = c->n, m = n / 2;
     const T *tw = (const T *)c->tw;
+    const T *add = shifted && c->shift ? (const T *)c->shift + i * n : NULL;
     SFX(fft_dif)(d, src, a, m, tw);
-    SFX(middle)(d, m, tw + 2 * m, (const T *)c->cf + i * 3 * (m + 1), 1, mode, U, in, P);
+    SFX(middle)(d, m, tw + 2 * m, (const T *)c->cf + i * 3 * (m + 1), 1, mode, U, in, P, add);
     if (mode & SFX(MID_MAP)) SFX(fft_dit)(d, m, tw);
+}
+
+/* The k offsets b (k, n), Makhoul order, replaced in place by their packings: the values p with
+ * fft_dit(p) = b, i.e. middle's MID_MAP (scale 1/n) of fft_dif(b), so that middle can add an offset to a
+ * block's output while it writes the packed spectrum (no pass of its own). Returns 0, or -1 without memory. */
+static int SFX(packed_offsets)(T *b, int64_t n, int64_t k, const T *tw) {
+    const int64_t m = n / 2;
+    V *buf = NULL;
+    if (posix_memalign((void **)&buf, 64, sizeof(V) * (size_t)n) != 0) return -1;
+    for (int64_t i = 0; i < k; i++) {
+        T *bi = b + i * n;
+        for (int64_t j = 0; j < n; j++) buf[j] = SFX_BC(bi[j]);
+        SFX(fft_dif)(buf, buf, NULL, m, tw);
+        SFX(middle)(buf, m, tw + 2 * m, NULL, (T)1 / (T)n, SFX(MID_MAP), NULL, NULL, NULL, NULL);
+        for (int64_t j = 0; j < n; j++) bi[j] = buf[j][0];
+    }
+    free(buf);
+    return 0;
 }
 
 /* Makhoul's order: element j of a reordered row is element makhoul(j) of the natural one. */
@@ -1752,16 +1776,24 @@ static int64_t SFX(makhoul)(int64_t j, int64_t n) { return 2 * j < n ? 2 * j : 2
 /* The parameters as the blocks use them, from A and D (k, n) in natural order: a (k, n), A in Makhoul's
  * order, then the per-bin coefficients by slot (see middle), (k, 3, m + 1), times 1/n:
  *   m00 = c2 d1 + s2 d2,  m01 = cs (d1 - d2),  m11 = s2 d1 + c2 d2,   d1 = D[q], d2 = D[n - q] (D[0] for q = 0)
- * with c2, s2, cs = cos^2, sin^2, cos sin of pi q / 2n (the trig table), then, with B (k, n) the blocks'
- * output offsets in natural order, B in Makhoul's order (k, n). One allocation, or NULL. */
-static T *SFX(cascade_parameters)(const T *A, const T *D, const T *B, const T *trig, const int64_t *br, int64_t n,
+ * with c2, s2, cs = cos^2, sin^2, cos sin of pi q / 2n (the trig table at tw + 4m), then, with B (k, n)
+ * the blocks' output offsets in natural order, B in Makhoul's order, packed (see packed_offsets). One
+ * allocation, or NULL. */
+static T *SFX(cascade_parameters)(const T *A, const T *D, const T *B, const T *tw, const int64_t *br, int64_t n,
                                   int64_t k) {
     const int64_t m = n / 2, bins = m + 1;
+    const T *trig = tw + 4 * m;
     T *a = (T *)malloc(sizeof(T) * (size_t)(k * (n + 3 * bins + (B ? n : 0))));
     if (!a) return NULL;
-    if (B)
+    if (B) {
+        T *b = a + k * (n + 3 * bins);
         for (int64_t i = 0; i < k; i++)
-            for (int64_t j = 0; j < n; j++) a[k * (n + 3 * bins) + i * n + j] = B[i * n + SFX(makhoul)(j, n)];
+            for (int64_t j = 0; j < n; j++) b[i * n + j] = B[i * n + SFX(makhoul)(j, n)];
+        if (SFX(packed_offsets)(b, n, k, tw) != 0) {
+            free(a);
+            return NULL;
+        }
+    }
     const T *c2 = trig, *s2 = trig + bins, *cs = trig + 2 * bins, scale = (T)1 / (T)n;
     for (int64_t i = 0; i < k; i++) {
         const T *Ai = A + i * n, *Di = D + i * n;
@@ -1778,13 +1810,6 @@ static T *SFX(cascade_parameters)(const T *A, const T *D, const T *B, const T *t
     return a;
 }
 
-/* d += block i's output offset, when the cascade has them. */
-static void SFX(add_shift)(const sl_cascade_ctx *c, int64_t i, V *restrict d) {
-    if (!c->shift) return;
-    const T *s = (const T *)c->shift + i * c->n;
-    for (int64_t j = 0; j < c->n; j++) d[j] += SFX_BC(s[j]);
-}
-
 /* Rows [r0, r0 + W) of the forward cascade. */
 static void SFX(cascade_forward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(cascade_ws) *ws) {
     const int64_t n = c->n, k = c->k, nl = c->rows - r0 < W ? c->rows - r0 : W;
@@ -1793,8 +1818,7 @@ static void SFX(cascade_forward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX(
     SFX(lanes_load)(buf, (const T *)c->x + r0 * c->n_in, c->n_in, nl, n, c->in_pos, c->n_in, c->in_full);
     for (int64_t i = 0; i < k; i++) {
         if (c->blocks && c->blocks[i]) SFX(lanes_store)((T *)(intptr_t)c->blocks[i] + r0 * n, n, nl, buf, n, NULL);
-        SFX(cascade_block)(c, i, buf, buf, a + i * n, SFX(MID_MAP), NULL, NULL, NULL);
-        SFX(add_shift)(c, i, buf);
+        SFX(cascade_block)(c, i, buf, buf, a + i * n, SFX(MID_MAP), NULL, NULL, NULL, 1);
         if (i == k - 1) break;
         if (c->perm) {
             SFX(lanes_gather)(other, buf, c->perm + i * n, n, c->relu);
@@ -1822,11 +1846,10 @@ static void SFX(cascade_backward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX
         for (int64_t i = 0; i < k; i++) {
             V *v = ws->Vs + i * n, *U = ws->Us + i * 2 * bins;
             if (i == k - 1) {
-                SFX(cascade_block)(c, i, buf, v, a + i * n, STORE, U, NULL, NULL);
+                SFX(cascade_block)(c, i, buf, v, a + i * n, STORE, U, NULL, NULL, 0);
                 break;
             }
-            SFX(cascade_block)(c, i, buf, v, a + i * n, STORE | SFX(MID_MAP), U, NULL, NULL);
-            SFX(add_shift)(c, i, buf);
+            SFX(cascade_block)(c, i, buf, v, a + i * n, STORE | SFX(MID_MAP), U, NULL, NULL, 1);
             V *next = v + n;
             if (c->perm) {
                 SFX(lanes_gather)(next, buf, c->perm + i * n, n, c->relu);
@@ -1838,13 +1861,14 @@ static void SFX(cascade_backward_chunk)(const sl_cascade_ctx *c, int64_t r0, SFX
         for (int64_t i = 0; i < k; i++) {
             V *v = ws->Vs + i * n;
             SFX(lanes_load)(v, (const T *)(intptr_t)c->blocks[i] + r0 * n, n, nl, n, NULL, n, 1);
-            SFX(cascade_block)(c, i, buf, v, a + i * n, STORE, ws->Us + i * 2 * bins, NULL, NULL);
+            SFX(cascade_block)(c, i, buf, v, a + i * n, STORE, ws->Us + i * 2 * bins, NULL, NULL, 0);
         }
     }
     SFX(lanes_load)(buf, (const T *)c->g + r0 * c->n_out, c->n_out, nl, n, c->out_idx, c->n_out, c->out_full);
     for (int64_t i = k - 1; i >= 0; i--) {
         if (acc_b) SFX(add_lane_sums)(acc_b + i * n, buf, n); /* buf: the gradient of block i's output */
-        SFX(cascade_block)(c, i, buf, buf, NULL, SFX(MID_MAP) | SFX(MID_SUMS), NULL, ws->Us + i * 2 * bins, ws->P);
+        SFX(cascade_block)(c, i, buf, buf, NULL, SFX(MID_MAP) | SFX(MID_SUMS), NULL, ws->Us + i * 2 * bins, ws->P,
+                           0);
         SFX(add_lane_sums)(acc_s + i * 3 * bins, ws->P, 3 * bins);
         SFX(colsum_scale_lanes)(buf, ws->Vs + i * n, a + i * n, acc_a + i * n, n, c->relu && i > 0);
         if (i > 0 && c->perm_inv) {
@@ -1941,7 +1965,7 @@ SL_EXPORT int SFX(sl_acdc_forward)(const T *x, const int64_t *in_pos, const T *A
                                    const int64_t *kept, T *y, int64_t rows, int64_t n, int64_t k, int64_t n_in,
                                    int64_t n_out, int relu, int nthreads) {
     if (rows <= 0) return 0;
-    T *a = SFX(cascade_parameters)(A, D, B, tw + 4 * (n / 2), br, n, k);
+    T *a = SFX(cascade_parameters)(A, D, B, tw, br, n, k);
     if (!a) return -1;
     sl_cascade_ctx c = {.x = x, .tw = tw, .a = a, .cf = a + k * n, .in_pos = in_pos, .out_idx = out_idx,
                         .shift = B ? a + k * (n + 3 * (n / 2 + 1)) : NULL,
@@ -1992,7 +2016,7 @@ SL_EXPORT int SFX(sl_acdc_backward)(const T *g, const T *x, const int64_t *in_po
     if (!acc) return -1;
     int status = 0;
     if (rows > 0) {
-        T *a = SFX(cascade_parameters)(A, D, B, tw + 4 * m, br, n, k);
+        T *a = SFX(cascade_parameters)(A, D, B, tw, br, n, k);
         sl_cascade_ctx c = {.x = x, .g = g, .tw = tw, .a = a, .cf = a ? a + k * n : NULL, .in_pos = in_pos,
                             .shift = a && B ? a + sums : NULL,
                             .out_idx = out_idx, .perm = perm, .perm_inv = perm_inv, .br = br, .blocks = blocks,
@@ -2061,11 +2085,12 @@ static void SFX(fft_rows_task)(void *c_, int64_t ch0, int64_t ch1) {
         if (!c->inverse) {
             SFX(lanes_load)(buf, c->src + r0 * n, n, nl, n, NULL, n, 1);
             SFX(fft_dif)(buf, buf, NULL, m, c->tw);
-            SFX(middle)(buf, m, c->tw + 2 * m, NULL, 1, SFX(MID_STORE), spec, NULL, NULL);
+            SFX(middle)(buf, m, c->tw + 2 * m, NULL, 1, SFX(MID_STORE), spec, NULL, NULL, NULL);
             SFX(lanes_store)(c->dst + r0 * 2 * bins, 2 * bins, nl, spec, 2 * bins, slot);
         } else {
             SFX(lanes_load)(spec, c->src + r0 * 2 * bins, 2 * bins, nl, 2 * bins, slot, 2 * bins, 1);
-            SFX(middle)(buf, m, c->tw + 2 * m, NULL, (T)1 / (T)n, SFX(MID_FROM) | SFX(MID_MAP), NULL, spec, NULL);
+            SFX(middle)(buf, m, c->tw + 2 * m, NULL, (T)1 / (T)n, SFX(MID_FROM) | SFX(MID_MAP), NULL, spec, NULL,
+                        NULL);
             SFX(fft_dit)(buf, m, c->tw);
             SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, NULL);
         }
