@@ -343,3 +343,17 @@ def test_diagonal_biases_train_at_the_base_rate():
     rates = {id(p): group["lr"] for group in structlin.param_groups(layer, lr=1e-3) for p in group["params"]}
     assert rates[id(layer.A_bias)] == rates[id(layer.D_bias)] == rates[id(layer.bias)] == 1e-3
     assert rates[id(layer.A)] == pytest.approx(1e-3 * 8)  # the diagonals: √64 times the base rate
+
+
+def test_layers_pickled_before_these_options_load_with_the_old_function():
+    plain = ACDC(8, 8, depth=3, dtype=torch.float64)
+    state = plain.__getstate__()  # made into the state of a layer pickled before the options existed
+    state["_parameters"] = {k: v for k, v in state["_parameters"].items() if not k.endswith("_bias") or k == "bias"}
+    for name in ("permute", "_permutation_draws"):
+        state.pop(name)
+    old = ACDC.__new__(ACDC)
+    old.__setstate__(state)
+    assert old.permute is True and old.A_bias is None and not old.diagonal_bias
+    x = torch.randn(3, 8, dtype=torch.float64)
+    assert torch.equal(old(x), plain(x))
+    assert "diagonal_bias" not in repr(old)
