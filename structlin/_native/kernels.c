@@ -1629,8 +1629,8 @@ enum { SFX(MID_MAP) = 1, SFX(MID_STORE) = 2, SFX(MID_SUMS) = 4, SFX(MID_FROM) = 
  *   same for every lane), add[j] is added to the packed value j written: fft_dit then gives irfft(Y) plus
  *   the signal whose packing `add` is (see packed_offsets).
  * wp[2p], wp[2p+1] = cos, sin (2 pi br[p] / n). */
-static void SFX(middle)(V *restrict d, int64_t m, const T *restrict wp, const T *cf, T scale, int mode,
-                        V *restrict U, const V *restrict in, V *restrict P, const T *restrict add) {
+SL_INLINE void SFX(middle_body)(V *restrict d, int64_t m, const T *restrict wp, const T *cf, T scale, int mode,
+                                V *restrict U, const V *restrict in, V *restrict P, const T *restrict add) {
     const V half = SFX_BC(0.5), f = SFX_BC(cf ? 1 : scale);
 #define SFX_ADD(j) (add ? SFX_BC(add[j]) : (V){0})
     const T *c00 = cf, *c01 = cf ? cf + (m + 1) : NULL, *c11 = cf ? cf + 2 * (m + 1) : NULL;
@@ -1730,6 +1730,15 @@ static void SFX(middle)(V *restrict d, int64_t m, const T *restrict wp, const T 
             }
         }
 #undef SFX_ADD
+}
+
+/* middle, compiled once without offsets (add NULL: no adds at all) and once with them. */
+static void SFX(middle)(V *restrict d, int64_t m, const T *restrict wp, const T *cf, T scale, int mode,
+                        V *restrict U, const V *restrict in, V *restrict P, const T *restrict add) {
+    if (add)
+        SFX(middle_body)(d, m, wp, cf, scale, mode, U, in, P, add);
+    else
+        SFX(middle_body)(d, m, wp, cf, scale, mode, U, in, P, NULL);
 }
 
 typedef struct {
