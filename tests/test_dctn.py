@@ -274,3 +274,16 @@ def test_on_device(fn, device):
     x = torch.randn(3, 7, 10, dtype=torch.float64)
     for dim in ((-2, -1), (0, 2), (1,)):
         torch.testing.assert_close(fn(x.to(device), dim).cpu(), fn(x, dim), rtol=0, atol=1e-10)
+
+
+def test_adjacent_dimensions_reordered_together_or_one_by_one_agree(monkeypatch, backend):
+    """Runs of adjacent dimensions are reordered with one gather over their flattened product, up to a size;
+    beyond it one dimension at a time. Both give scipy's transform."""
+    from structlin.transforms import _dct_steps
+
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    expected = [_scipy(fn, x, (0, 1, 2), "ortho") for fn in (scipy.fft.dctn, scipy.fft.idctn)]
+    for joint_max in (_dct_steps._JOINT_MAX, 4):
+        monkeypatch.setattr(_dct_steps, "_JOINT_MAX", joint_max)
+        torch.testing.assert_close(dctn(x, (0, 1, 2)), expected[0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(idctn(x, (0, 1, 2)), expected[1], rtol=0, atol=1e-12)

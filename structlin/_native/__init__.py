@@ -50,6 +50,7 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
     acdc_forward(...), acdc_backward(...)     a whole ACDC cascade (power-of-two n), forward or backward, in one
                                               parallel region over chunks of rows (see acdc_forward)
     fft_real(src, dst, tw, br, inverse)       rfft / irfft of rows by the cascade's own FFT (for tests)
+    pair_map(z, p, q, out, outer, n, inner)   the n-D DCT's pair map along one dimension of a complex array
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -93,10 +94,11 @@ __all__ = [
     "acdc_forward",
     "acdc_backward",
     "fft_real",
+    "pair_map",
     "lanes",
 ]
 
-_ABI_VERSION = 6
+_ABI_VERSION = 7
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
@@ -415,7 +417,8 @@ def _bind(lib: ctypes.CDLL) -> dict:
         }
         sig["sl_fft_real"] = [P, P, P, P, I64, I64, INT, INT]
         row = []
-        for name, argtypes in (*sig.items(), *returning.items()):
+        later = {"sl_pair_map": [P, P, P, P, I64, I64, I64, INT]}  # appended: the indices above stay
+        for name, argtypes in (*sig.items(), *returning.items(), *later.items()):
             f = getattr(lib, f"{name}_{sfx}")
             f.argtypes = argtypes
             f.restype = INT if name in returning else None
@@ -563,6 +566,21 @@ def idct_pre(X: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: torch.Tensor)
     t[3](X.data_ptr(), a.data_ptr(), b.data_ptr(), z.data_ptr(), rows, n,
          torch.get_num_threads())
     return z
+
+
+def pair_map(z: torch.Tensor, p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, outer: int, n: int,
+             inner: int) -> torch.Tensor:
+    """The n-D DCT's pair map along one dimension in one pass: complex ``z`` and ``out`` of shape
+    ``(outer, n, inner)`` seen as real ``(…, 2)`` views, complex ``p``, ``q`` ``(n,)`` as ``(n, 2)``:
+    ``out[o, k] = p_k z[o, k] + q_k z[o, (n − k) mod n]``."""
+    t = _table(out)
+    d = out.dtype
+    if (t is None or not all(v.is_cpu and v.dtype == d and v.is_contiguous() for v in (z, p, q, out))
+            or z.shape != (outer, n, inner, 2) or out.shape != z.shape or p.shape != (n, 2) or q.shape != (n, 2)
+            or z.data_ptr() == out.data_ptr()):
+        _fail("pair_map")
+    t[15](z.data_ptr(), p.data_ptr(), q.data_ptr(), out.data_ptr(), outer, n, inner, torch.get_num_threads())
+    return out
 
 
 def fwht_(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SL_ABI_VERSION 6
+#define SL_ABI_VERSION 7
 
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
@@ -272,6 +272,13 @@ typedef struct {
     void *out;
     int64_t rows, n, parts;
 } sl_dct_ctx;
+
+/* Context of the pair map along one dimension of a complex array (outer, n, inner): see pair_map_task. */
+typedef struct {
+    const void *z, *p, *q;
+    void *out;
+    int64_t outer, n, inner;
+} sl_pair_ctx;
 
 /* Context of the row gather: out[r, j] = idx[j] >= 0 ? src[r, idx[j]] : 0. */
 typedef struct {
@@ -676,6 +683,37 @@ SL_EXPORT void SFX(sl_dct_post)(const T *z, const T *a, const T *b, T *out, int6
 SL_EXPORT void SFX(sl_idct_pre)(const T *X, const T *a, const T *b, T *z, int64_t rows,
                                 int64_t n, int nthreads) {
     SFX(dct_run)(SFX(ipre_task), X, a, b, z, rows, n, n / 2 + 1, nthreads);
+}
+
+/* The n-D DCT's pair map along one dimension, one pass: for complex z, out of shape (outer, n, inner)
+ * (interleaved re, im) and complex p, q (n,),
+ *   out[o, k, :] = p_k z[o, k, :] + q_k z[o, (n - k) mod n, :].
+ * Work items are the (o, k) pairs. */
+static void SFX(pair_map_task)(void *c_, int64_t i0, int64_t i1) {
+    const sl_pair_ctx *c = (const sl_pair_ctx *)c_;
+    const int64_t n = c->n, inner = c->inner;
+    const T *p = (const T *)c->p, *q = (const T *)c->q;
+    for (int64_t it = i0; it < i1; it++) {
+        const int64_t o = it / n, k = it % n, mirror = k ? n - k : 0;
+        const T *restrict a = (const T *)c->z + 2 * (o * n + k) * inner;
+        const T *restrict b = (const T *)c->z + 2 * (o * n + mirror) * inner;
+        T *restrict y = (T *)c->out + 2 * (o * n + k) * inner;
+        const T pr = p[2 * k], pi = p[2 * k + 1], qr = q[2 * k], qi = q[2 * k + 1];
+        SL_IVDEP
+        for (int64_t i = 0; i < inner; i++) {
+            const T ar = a[2 * i], ai = a[2 * i + 1], br = b[2 * i], bi = b[2 * i + 1];
+            y[2 * i] = pr * ar - pi * ai + qr * br - qi * bi;
+            y[2 * i + 1] = pr * ai + pi * ar + qr * bi + qi * br;
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_pair_map)(const T *z, const T *p, const T *q, T *out, int64_t outer, int64_t n,
+                                int64_t inner, int nthreads) {
+    if (outer <= 0 || n <= 0 || inner <= 0) return;
+    sl_pair_ctx c = {z, p, q, out, outer, n, inner};
+    const int64_t items = outer * n;
+    sl_parallel(SFX(pair_map_task), &c, items, sl_nthreads(nthreads, items * inner, items));
 }
 
 /* ---------------------------------------------------------------------- */

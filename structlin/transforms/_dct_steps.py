@@ -136,6 +136,46 @@ def _permute(x: torch.Tensor, dim: int, kind: str, kernel) -> torch.Tensor:
     return x.index_select(dim, _index(kind, n, x.device))
 
 
+#: Largest flattened size of adjacent dimensions reordered with one gather (its index is that long).
+_JOINT_MAX = 1 << 22
+
+
+@constant_cache(maxsize=64)
+def _joint_index(kind: str, sizes: tuple, device: torch.device) -> torch.Tensor:
+    """:func:`_index` ``kind`` along each of adjacent dimensions of ``sizes`` at once, as one index into their
+    flattened product (row-major)."""
+    joint = _index(kind, sizes[0], device)
+    for n in sizes[1:]:
+        joint = (joint[:, None] * n + _index(kind, n, device)[None, :]).reshape(-1)
+    return joint
+
+
+def _permute_dims(x: torch.Tensor, dims: list[int], kind: str, kernel) -> torch.Tensor:
+    """:func:`_permute` along each of ``dims`` (non-negative, increasing): the last dimension by its native
+    kernel where there is one, and each run of adjacent other dimensions with one gather over their flattened
+    product (one pass over the data instead of one per dimension)."""
+    runs: list[list[int]] = []
+    for d in dims:
+        if runs and runs[-1][-1] == d - 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    v = x
+    for run in runs:
+        if run[-1] == v.dim() - 1 and _native_last(v, run[-1]):
+            v = _permute(v, run[-1], kind, kernel)
+            run = run[:-1]
+        sizes = tuple(v.shape[d] for d in run)
+        if len(run) > 1 and math.prod(sizes) <= _JOINT_MAX:
+            shape = v.shape
+            merged = v.reshape(*shape[: run[0]], -1, *shape[run[-1] + 1 :])
+            v = merged.index_select(run[0], _joint_index(kind, sizes, v.device)).view(shape)
+        else:
+            for d in run:
+                v = _permute(v, d, kind, kernel)
+    return v
+
+
 def reorder(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``[x0, x2, x4, …, x5, x3, x1]`` along ``dim`` (a new contiguous tensor)."""
     return _permute(x, dim, "reorder", _native.dct_reorder)
@@ -182,7 +222,15 @@ def pre(X: torch.Tensor, dim: int, a: torch.Tensor, b: torch.Tensor) -> torch.Te
 
 
 def pair_map(Z: torch.Tensor, dim: int, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``Z_k ↦ p_k Z_k + q_k Z_{−k}`` along ``dim`` of a complex tensor (indices mod the length)."""
+    """``Z_k ↦ p_k Z_k + q_k Z_{−k}`` along ``dim`` of a complex tensor (indices mod the length): one native pass
+    on the CPU for a contiguous ``Z``, else three PyTorch ops."""
+    if uses_native(Z.real) and Z.is_contiguous():
+        n = Z.shape[dim]
+        outer, inner = math.prod(Z.shape[:dim]), math.prod(Z.shape[dim + 1 :])
+        out = torch.empty_like(Z)
+        z_real, out_real = (torch.view_as_real(t).view(outer, n, inner, 2) for t in (Z, out))
+        _native.pair_map(z_real, torch.view_as_real(p), torch.view_as_real(q), out_real, outer, n, inner)
+        return out
     p, q = (_broadcast_along(t, dim, Z.dim()) for t in (p, q))
     out = Z.index_select(dim, _index("negate", Z.shape[dim], Z.device))  # a new tensor: updated in place
     return out.mul_(q).addcmul_(Z, p)
@@ -190,9 +238,7 @@ def pair_map(Z: torch.Tensor, dim: int, p: torch.Tensor, q: torch.Tensor) -> tor
 
 def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """DCT-II of a real ``x`` over ``dims`` (non-negative, increasing, not empty), contiguous."""
-    v = x
-    for d in dims:
-        v = reorder(v, d)
+    v = _permute_dims(x, dims, "reorder", _native.dct_reorder)
     spectrum = torch.fft.rfftn(v, dim=dims)
     for d in dims[:-1]:
         spectrum = pair_map(spectrum, d, *_pair_coefficients("dct", x.shape[d], norm, x.device, x.dtype))
@@ -208,6 +254,4 @@ def inverse(X: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     for d in dims[:-1]:
         spectrum = pair_map(spectrum, d, *_pair_coefficients("idct", X.shape[d], norm, X.device, X.dtype))
     v = torch.fft.irfftn(spectrum, s=[X.shape[d] for d in dims], dim=dims)
-    for d in dims:
-        v = unreorder(v, d)
-    return v
+    return _permute_dims(v, dims, "unreorder", _native.dct_unreorder)
