@@ -335,7 +335,8 @@ class ACDC(StructuredLayer):
         compute = compute_dtype(self.A.dtype)
         check_compute_dtype(self, x, self.A.dtype, self.A.device, compute)
         dtype, x = x.dtype, x.to(compute)
-        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters()))
+        learned = (self.A, self.D) + ((self.A_bias, self.D_bias) if self.diagonal_bias else ())
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *learned))
         rows = x.numel() // self.in_features
         bias = self.bias.to(compute) if self.bias is not None else None
         if self._path(rows, compute, x.device, grad) == "dense":

@@ -7,6 +7,14 @@ import torch
 from ..registry import Registry
 
 
+class Strategy:
+    """Base of every strategy class: its ``repr`` names the class and its settings (the instance's fields)."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
 def resolve_strategy(value, registry: Registry, base: type, interface: str):
     """``registry``'s strategy built with no arguments for a name, or ``value`` itself when it is a ``base`` or
     has the method ``interface`` names (e.g. ``"init_(A, D, gain)"``); a ``ValueError`` listing the names otherwise."""

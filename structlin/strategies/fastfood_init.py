@@ -14,20 +14,16 @@ from typing import Optional, Union
 import torch
 
 from ..registry import Registry
-from ._common import random_signs, resolve_strategy
+from ._common import Strategy, random_signs, resolve_strategy
 
 __all__ = ["FastfoodInit", "FASTFOOD_INITS", "resolve_fastfood_init", "Paper", "Orthogonal"]
 
 
-class FastfoodInit:
+class FastfoodInit(Strategy):
     """Base class: fill ``B``, ``G`` and ``S`` (each ``(blocks, d)``) in place."""
 
     def init_(self, B: torch.Tensor, G: torch.Tensor, S: torch.Tensor) -> None:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({fields})"
 
 
 FASTFOOD_INITS: Registry[type] = Registry("Fastfood init strategy")

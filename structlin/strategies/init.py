@@ -13,12 +13,12 @@ from typing import Union
 import torch
 
 from ..registry import Registry
-from ._common import random_signs, resolve_strategy
+from ._common import Strategy, random_signs, resolve_strategy
 
 __all__ = ["ACDCInit", "ACDC_INITS", "resolve_acdc_init", "Paper", "Identity", "VariancePreserving", "Authors"]
 
 
-class ACDCInit:
+class ACDCInit(Strategy):
     """Base class: fill ``A`` and ``D`` (each ``(depth, n)``) in place.
 
     ``activation_gain`` is the gain of the activation between blocks (``torch.nn.init.calculate_gain``:
@@ -27,10 +27,6 @@ class ACDCInit:
 
     def init_(self, A: torch.Tensor, D: torch.Tensor, activation_gain: float = 1.0) -> None:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({fields})"
 
 
 ACDC_INITS: Registry[type] = Registry("ACDC init strategy")

@@ -31,21 +31,18 @@ from typing import Mapping, Union
 from torch import nn
 
 from ..registry import Registry
+from ._common import Strategy
 
 __all__ = ["LRRule", "Flat", "Constant", "FanIn", "MonarchRule", "LowRankRule", "ACDCRule", "FastfoodRule",
            "LR_RULES", "resolve_lr_rule", "rule_for"]
 
 
-class LRRule:
+class LRRule(Strategy):
     """Base class: ``scale(layer, name)`` is the multiplier of the base learning rate for ``layer``'s own
     parameter ``name`` (1 by default)."""
 
     def scale(self, layer: nn.Module, name: str) -> float:
         return 1.0
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({fields})"
 
 
 LR_RULES: Registry[type] = Registry("learning-rate rule")

@@ -176,14 +176,15 @@ def _permute_dims(x: torch.Tensor, dims: list[int], kind: str, kernel) -> torch.
     return v
 
 
-def reorder(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``[x0, x2, x4, …, x5, x3, x1]`` along ``dim`` (a new contiguous tensor)."""
-    return _permute(x, dim, "reorder", _native.dct_reorder)
+def reorder(x: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """``[x0, x2, x4, …, x5, x3, x1]`` along each of ``dims`` (non-negative, increasing): a new contiguous
+    tensor."""
+    return _permute_dims(x, dims, "reorder", _native.dct_reorder)
 
 
-def unreorder(v: torch.Tensor, dim: int) -> torch.Tensor:
-    """The inverse of :func:`reorder` along ``dim``."""
-    return _permute(v, dim, "unreorder", _native.dct_unreorder)
+def unreorder(v: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """The inverse of :func:`reorder` along each of ``dims``."""
+    return _permute_dims(v, dims, "unreorder", _native.dct_unreorder)
 
 
 def post(spectrum: torch.Tensor, dim: int, n: int, a: torch.Tensor, b: torch.Tensor,
@@ -238,7 +239,7 @@ def pair_map(Z: torch.Tensor, dim: int, p: torch.Tensor, q: torch.Tensor) -> tor
 
 def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """DCT-II of a real ``x`` over ``dims`` (non-negative, increasing, not empty), contiguous."""
-    v = _permute_dims(x, dims, "reorder", _native.dct_reorder)
+    v = reorder(x, dims)
     spectrum = torch.fft.rfftn(v, dim=dims)
     for d in dims[:-1]:
         spectrum = pair_map(spectrum, d, *_pair_coefficients("dct", x.shape[d], norm, x.device, x.dtype))
@@ -254,4 +255,4 @@ def inverse(X: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     for d in dims[:-1]:
         spectrum = pair_map(spectrum, d, *_pair_coefficients("idct", X.shape[d], norm, X.device, X.dtype))
     v = torch.fft.irfftn(spectrum, s=[X.shape[d] for d in dims], dim=dims)
-    return _permute_dims(v, dims, "unreorder", _native.dct_unreorder)
+    return unreorder(v, dims)
