@@ -38,3 +38,19 @@ def test_transforms_with_options_take_the_eager_route_and_modes_still_see_the_op
             counted = call()
         assert f"structlin.{name}" in {str(op) for op in counter.get_flop_counts()["Global"]}
         assert torch.equal(y, counted)
+
+
+def test_without_a_gradient_to_record_the_function_is_skipped_and_the_values_are_the_same():
+    """Where no gradient is recorded (no_grad, or an input that needs none) the transform runs without its
+    ``autograd.Function``: no graph node, the same values as with one."""
+    calls = {"dct": lambda t: dct(t, norm=None), "idct": lambda t: idct(t, norm="forward")}
+    x = torch.randn(4, 16, dtype=torch.float64)
+    for name, call in calls.items():
+        recorded = call(x.clone().requires_grad_(True))
+        assert type(recorded.grad_fn).__name__ == f"{name}Backward"
+        with torch.no_grad():
+            unrecorded = call(x.clone().requires_grad_(True))
+        plain = call(x)
+        assert unrecorded.grad_fn is None and not unrecorded.requires_grad
+        assert plain.grad_fn is None and not plain.requires_grad
+        assert torch.equal(unrecorded, recorded) and torch.equal(plain, recorded)

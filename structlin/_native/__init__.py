@@ -51,6 +51,11 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
                                               parallel region over chunks of rows (see acdc_forward)
     fft_real(src, dst, tw, br, inverse)       rfft / irfft of rows by the cascade's own FFT (for tests)
     pair_map(z, p, q, out, outer, n, inner)   the n-D DCT's pair map along one dimension of a complex array
+    dct_rows(src, dst, plan)                  DCT-II / DCT-III of rows (power-of-two n) in one pass per chunk
+                                              of rows, by the cascade's FFT; plan = dct_plan(ab, tw, br, pos,
+                                              inverse), the tables checked once
+    dct_reorder_rows(x, idx, out, inverse)    reorder (or its inverse) along the last dimension of (outer, R, n),
+                                              reading row idx[r] into row r
 
 Twiddles (theta_k = pi * k / (2 n), k = 0 .. n // 2):
     dct_post:  a = 2 cos(theta), b = 2 sin(theta)   -> scipy.fft.dct(x, 2)
@@ -72,7 +77,7 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 
@@ -95,10 +100,13 @@ __all__ = [
     "acdc_backward",
     "fft_real",
     "pair_map",
+    "dct_plan",
+    "dct_rows",
+    "dct_reorder_rows",
     "lanes",
 ]
 
-_ABI_VERSION = 7
+_ABI_VERSION = 8
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 _BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-pthread"]
 _NATIVE_FLAGS = ["-march=native"]
@@ -417,11 +425,15 @@ def _bind(lib: ctypes.CDLL) -> dict:
         }
         sig["sl_fft_real"] = [P, P, P, P, I64, I64, INT, INT]
         row = []
-        later = {"sl_pair_map": [P, P, P, P, I64, I64, I64, INT]}  # appended: the indices above stay
+        later = {  # appended: the indices above stay
+            "sl_pair_map": [P, P, P, P, I64, I64, I64, INT],
+            "sl_dct_rows": [P, P, P, P, P, P, I64, I64, INT, INT],
+            "sl_dct_reorder_rows": [P, P, P, I64, I64, I64, INT, INT],
+        }
         for name, argtypes in (*sig.items(), *returning.items(), *later.items()):
             f = getattr(lib, f"{name}_{sfx}")
             f.argtypes = argtypes
-            f.restype = INT if name in returning else None
+            f.restype = INT if name in returning or name == "sl_dct_rows" else None
             row.append(f)
         fns[dtype] = tuple(row)
     return fns
@@ -738,6 +750,57 @@ def colsum_scale_(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, acc: torch.
 # checked again, so a layer's cached tables cost nothing per call.
 
 _checked: dict = {}
+
+
+class DctPlan(NamedTuple):
+    """The tables of :func:`dct_rows` for one length, dtype and direction, checked once (:func:`dct_plan`)."""
+
+    n: int
+    dtype: torch.dtype
+    inverse: bool
+    pointers: tuple  # ab, tw, br, pos
+    tensors: tuple  # kept alive with the plan
+
+
+def dct_plan(ab: torch.Tensor, tw: torch.Tensor, br: torch.Tensor, pos: torch.Tensor, inverse: bool) -> DctPlan:
+    """Check the tables of :func:`dct_rows` once: ``tw``, ``br`` of ``transforms._native_fft.fft_tables`` for a
+    power-of-two length ``n ≥ 2`` (``m = n/2``), ``pos`` ``(n,)`` each column's position in Makhoul's order, and
+    ``ab`` ``(m + 1, 2)``: the post (forward) or pre (inverse) twiddles ``(a, b)`` of bin ``br[p]`` at row ``p``
+    (bin ``m`` at row ``m``), in ``tw``'s dtype."""
+    n = pos.shape[0] if pos.dim() == 1 else -1
+    m = n // 2
+    if (_table(tw) is None or n < 2 or n & (n - 1) or not _dense_ok(tw.dtype, ab, tw) or ab.shape != (m + 1, 2)
+            or tw.numel() < 4 * m or not index_ok(br, m, m, 0) or not index_ok(pos, n, n, 0)):
+        _fail("dct_plan")
+    tensors = (ab, tw, br, pos)
+    return DctPlan(n, tw.dtype, bool(inverse), tuple(t.data_ptr() for t in tensors), tensors)
+
+
+def dct_rows(src: torch.Tensor, dst: torch.Tensor, plan: DctPlan) -> torch.Tensor:
+    """DCT-II (or, for an inverse plan, DCT-III) of the rows of ``src`` ``(rows, n)`` into ``dst``, by the cascade's
+    FFT, one pass per chunk of rows (see :func:`dct_plan`)."""
+    d = plan.dtype
+    if not (src.dtype == d and dst.dtype == d and src.is_cpu and dst.is_cpu and src.is_contiguous()
+            and dst.is_contiguous() and src.dim() == 2 and src.shape[1] == plan.n and dst.shape == src.shape
+            and src.data_ptr() != dst.data_ptr()):
+        _fail("dct_rows")
+    if _fns[d][16](src.data_ptr(), dst.data_ptr(), *plan.pointers, src.shape[0], plan.n, int(plan.inverse),
+                   torch.get_num_threads()):
+        raise MemoryError("structlin native kernels: dct_rows could not allocate its workspace")
+    return dst
+
+
+def dct_reorder_rows(x: torch.Tensor, idx: torch.Tensor, out: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """``out[o, r] = reorder(x[o, idx[r]])`` (with ``inverse``, the inverse reorder) for ``x``, ``out``
+    ``(outer, R, n)`` and ``idx`` ``(R,)``: the n-D DCT's reorder along the last and adjacent dimensions in one
+    pass."""
+    t = _table(x)
+    if (t is None or x.dim() != 3 or not _dense_ok(x.dtype, x, out) or out.shape != x.shape
+            or x.data_ptr() == out.data_ptr() or not index_ok(idx, x.shape[1], x.shape[1], 0)):
+        _fail("dct_reorder_rows")
+    outer, rows, n = x.shape
+    t[17](x.data_ptr(), idx.data_ptr(), out.data_ptr(), outer, rows, n, int(inverse), torch.get_num_threads())
+    return out
 
 
 def lanes(dtype: torch.dtype) -> int:

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SL_ABI_VERSION 7
+#define SL_ABI_VERSION 8
 
 /* ---------------------------------------------------------------------- */
 /* Tunables                                                                */
@@ -673,6 +673,51 @@ SL_EXPORT void SFX(sl_dct_reorder)(const T *x, T *v, int64_t rows, int64_t n, in
 
 SL_EXPORT void SFX(sl_dct_unreorder)(const T *v, T *x, int64_t rows, int64_t n, int nthreads) {
     SFX(dct_run)(SFX(unreorder_task), v, NULL, NULL, x, rows, n, (n + 1) / 2, nthreads);
+}
+
+/* Makhoul's reorder (inverse = 0) or its inverse (1) along the last dimension, reading the rows of each of
+ * `outer` groups through a row table: out[o, r, :] = perm(x[o, idx[r], :]) for r < R (x, out: (outer, R, n)).
+ * The n-D DCT's reorder along the last and the adjacent leading dimensions in one pass (idx: their joint
+ * permutation). */
+typedef struct {
+    const T *x;
+    const int64_t *idx;
+    T *out;
+    int64_t R, n;
+    int inverse;
+} SFX(rows_perm_ctx);
+
+static void SFX(rows_perm_task)(void *c_, int64_t i0, int64_t i1) {
+    const SFX(rows_perm_ctx) *c = (const SFX(rows_perm_ctx) *)c_;
+    const int64_t n = c->n, R = c->R, h = n / 2;
+    for (int64_t it = i0; it < i1; it++) {
+        const int64_t o = it / R, r = it % R;
+        const T *restrict x = c->x + (o * R + c->idx[r]) * n;
+        T *restrict v = c->out + it * n;
+        if (!c->inverse) {
+            SL_IVDEP
+            for (int64_t i = 0; i < h; i++) {
+                v[i] = x[2 * i];
+                v[n - 1 - i] = x[2 * i + 1];
+            }
+            if (n & 1) v[h] = x[n - 1];
+        } else {
+            SL_IVDEP
+            for (int64_t i = 0; i < h; i++) {
+                v[2 * i] = x[i];
+                v[2 * i + 1] = x[n - 1 - i];
+            }
+            if (n & 1) v[n - 1] = x[h];
+        }
+    }
+}
+
+SL_EXPORT void SFX(sl_dct_reorder_rows)(const T *x, const int64_t *idx, T *out, int64_t outer, int64_t R, int64_t n,
+                                        int inverse, int nthreads) {
+    if (outer <= 0 || R <= 0 || n <= 0) return;
+    SFX(rows_perm_ctx) c = {x, idx, out, R, n, inverse};
+    const int64_t items = outer * R;
+    sl_parallel(SFX(rows_perm_task), &c, items, sl_nthreads(nthreads, items * n, items));
 }
 
 SL_EXPORT void SFX(sl_dct_post)(const T *z, const T *a, const T *b, T *out, int64_t rows,
@@ -2152,6 +2197,72 @@ SL_EXPORT void SFX(sl_fft_real)(const T *src, T *dst, const T *tw, const int64_t
     SFX(fft_ctx) c = {src, tw, br, dst, rows, n, inverse};
     const int64_t chunks = (rows + W - 1) / W;
     sl_parallel(SFX(fft_rows_task), &c, chunks, sl_nthreads(nthreads, rows * n, chunks));
+}
+
+/* DCT-II (inverse = 0) or DCT-III (inverse = 1) of the rows of src (rows, n), n = 2m a power of two, in one
+ * pass per chunk of W rows by the FFT above: the forward loads each row in Makhoul's order (column c to
+ * position pos[c]), runs fft_dif and middle's MID_STORE (the real spectrum X by slot), and writes
+ *   out[q] = a_q Re X_q + b_q Im X_q,   out[n - q] = b_q Re X_q - a_q Im X_q   (0 < q < m)
+ * for the bin q of each slot; the inverse forms the half spectrum V_q = (a_q X_q + b_q X_{n-q}) +
+ * i (b_q X_q - a_q X_{n-q}) by slot (X_n = 0), runs middle (MID_FROM, MID_MAP, scale 1/n: the packing of
+ * irfft(V)) and fft_dit, and stores position pos[c] to column c. ab: (m + 1) pairs (a, b) by slot. The same
+ * function as the separate reorder, rfft, post (or pre, irfft, unreorder) passes. Returns 0, or -1 without
+ * memory. */
+typedef struct {
+    const T *src, *ab, *tw;
+    const int64_t *br, *pos;
+    T *dst;
+    int64_t rows, n;
+    int inverse, failed;
+} SFX(dct_rows_ctx);
+
+static void SFX(dct_rows_task)(void *c_, int64_t ch0, int64_t ch1) {
+    SFX(dct_rows_ctx) *c = (SFX(dct_rows_ctx) *)c_;
+    const int64_t n = c->n, m = n / 2;
+    const T *ab = c->ab, *wp = c->tw + 2 * m;
+    int owned = 0;
+    V *buf = (V *)sl_workspace(sizeof(V) * (size_t)(n + 2 * (m + 1)), &owned);
+    if (!buf) {
+        __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    V *spec = buf + n;
+    for (int64_t ch = ch0; ch < ch1; ch++) {
+        const int64_t r0 = ch * W, nl = c->rows - r0 < W ? c->rows - r0 : W;
+        SFX(lanes_load)(buf, c->src + r0 * n, n, nl, n, c->inverse ? NULL : c->pos, n, 1);
+        if (!c->inverse) {
+            SFX(fft_dif)(buf, buf, NULL, m, c->tw);
+            SFX(middle)(buf, m, wp, NULL, 1, SFX(MID_STORE), spec, NULL, NULL, NULL);
+            for (int64_t p = 0; p <= m; p++) {
+                const int64_t q = p < m ? c->br[p] : m;
+                const V a = SFX_BC(ab[2 * p]), b = SFX_BC(ab[2 * p + 1]), re = spec[2 * p], im = spec[2 * p + 1];
+                buf[q] = a * re + b * im;
+                if (q && q < m) buf[n - q] = b * re - a * im;
+            }
+            SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, NULL);
+        } else {
+            for (int64_t p = 0; p <= m; p++) {
+                const int64_t q = p < m ? c->br[p] : m;
+                const V a = SFX_BC(ab[2 * p]), b = SFX_BC(ab[2 * p + 1]), x = buf[q];
+                const V y = q ? buf[n - q] : (V){0};
+                spec[2 * p] = a * x + b * y;
+                spec[2 * p + 1] = b * x - a * y;
+            }
+            SFX(middle)(buf, m, wp, NULL, (T)1 / (T)n, SFX(MID_FROM) | SFX(MID_MAP), NULL, spec, NULL, NULL);
+            SFX(fft_dit)(buf, m, c->tw);
+            SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, c->pos);
+        }
+    }
+    if (owned) free(buf);
+}
+
+SL_EXPORT int SFX(sl_dct_rows)(const T *src, T *dst, const T *ab, const T *tw, const int64_t *br,
+                               const int64_t *pos, int64_t rows, int64_t n, int inverse, int nthreads) {
+    if (rows <= 0) return 0;
+    SFX(dct_rows_ctx) c = {src, ab, tw, br, pos, dst, rows, n, inverse, 0};
+    const int64_t chunks = (rows + W - 1) / W;
+    sl_parallel(SFX(dct_rows_task), &c, chunks, sl_nthreads(nthreads, rows * n, chunks));
+    return c.failed ? -1 : 0;
 }
 
 #undef SFX_BC

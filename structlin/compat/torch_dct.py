@@ -145,11 +145,11 @@ class LinearDCT(nn.Linear):
 
     def _weight_state(self) -> tuple:
         w = self.weight
-        return (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
+        return (w.data_ptr(), w._version, w.dtype, w.shape)
 
     def _holds_transform(self) -> bool:
         w = self.weight
-        if w.device.type == "meta" or torch._C._functorch.is_functorch_wrapped_tensor(w):
+        if w.is_meta or torch._C._functorch.is_functorch_wrapped_tensor(w):
             return False  # no values to compare (a weight swapped in by torch.func.functional_call, say)
         state = self._weight_state()
         if self._checked[0] != state:
@@ -164,13 +164,13 @@ class LinearDCT(nn.Linear):
         w = self.weight
         return (
             isinstance(input, torch.Tensor)
-            and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled(input.device.type)
             and not w.requires_grad
             and input.dtype == w.dtype
-            and input.device == w.device
             and input.dim() >= 1
             and input.shape[-1] == self.N
+            and input.device == w.device
+            and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled(input.device.type)
             and self._holds_transform()
         )
 

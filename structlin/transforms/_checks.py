@@ -24,6 +24,11 @@ def as_computable(x, name: str) -> torch.Tensor:
     return x.float() if x.dtype in _UPCAST else x
 
 
+def in_dtype_of(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y`` in ``x``'s dtype: the result of a transform computed in float32 for a float16/bfloat16 ``x``."""
+    return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
 def check_power_of_two(n: int, name: str) -> None:
     """Raise a ``ValueError`` naming ``n`` and the nearest powers of two unless ``n`` is one."""
     if n >= 1 and n & (n - 1) == 0:

@@ -37,6 +37,7 @@ import torch
 
 from .. import _native
 from ._backend import constant_cache, uses_native
+from ._native_fft import fft_tables
 
 __all__ = ["NORMS", "check_norm", "adjoint_norm", "twiddles", "reorder", "unreorder", "post", "pre", "pair_map",
            "forward", "inverse"]
@@ -151,9 +152,10 @@ def _joint_index(kind: str, sizes: tuple, device: torch.device) -> torch.Tensor:
 
 
 def _permute_dims(x: torch.Tensor, dims: list[int], kind: str, kernel) -> torch.Tensor:
-    """:func:`_permute` along each of ``dims`` (non-negative, increasing): the last dimension by its native
-    kernel where there is one, and each run of adjacent other dimensions with one gather over their flattened
-    product (one pass over the data instead of one per dimension)."""
+    """:func:`_permute` along each of ``dims`` (non-negative, increasing) in as few passes as possible: a run of
+    adjacent dimensions that ends with the last one in one native pass (rows read through the run's joint
+    index, each permuted along the last dimension), where the native kernels run; another run of adjacent
+    dimensions with one gather over their flattened product."""
     runs: list[list[int]] = []
     for d in dims:
         if runs and runs[-1][-1] == d - 1:
@@ -163,6 +165,14 @@ def _permute_dims(x: torch.Tensor, dims: list[int], kind: str, kernel) -> torch.
     v = x
     for run in runs:
         if run[-1] == v.dim() - 1 and _native_last(v, run[-1]):
+            leading = tuple(v.shape[d] for d in run[:-1])
+            if run[:-1] and math.prod(leading) <= _JOINT_MAX:  # the whole run in one native pass
+                shape, n = v.shape, v.shape[-1]
+                rows = v.reshape(-1, math.prod(leading), n).contiguous()
+                out = _native.dct_reorder_rows(rows, _joint_index(kind, leading, v.device), torch.empty_like(rows),
+                                               inverse=kind == "unreorder")
+                v = out.view(shape)
+                continue
             v = _permute(v, run[-1], kind, kernel)
             run = run[:-1]
         sizes = tuple(v.shape[d] for d in run)
@@ -237,8 +247,50 @@ def pair_map(Z: torch.Tensor, dim: int, p: torch.Tensor, q: torch.Tensor) -> tor
     return out.mul_(q).addcmul_(Z, p)
 
 
+#: Lengths the fused native row transform runs (powers of two; its workspace is ``2n`` vectors per thread).
+FUSED_SIZES = range(2, (1 << 16) + 1)
+#: Above this length the fused transform needs ``n / FUSED_ROWS_DIVISOR`` rows or more: it works on chunks of
+#: a vector's width of rows, and with fewer rows than that torch's one-row FFTs are faster (measured at
+#: n = 16384 and 65536, docs/benchmarks.md).
+FUSED_ANY_ROWS_MAX = 4096
+FUSED_ROWS_DIVISOR = 512
+
+
+def _fused(x: torch.Tensor, dims: list[int]) -> bool:
+    """Whether the transform over ``dims`` of ``x`` is one native pass per chunk of rows: the last dimension
+    only, a power-of-two length in :data:`FUSED_SIZES` (with enough rows above :data:`FUSED_ANY_ROWS_MAX`),
+    native kernels."""
+    n = x.shape[-1]
+    if len(dims) != 1 or dims[0] != x.dim() - 1 or n not in FUSED_SIZES or n & (n - 1) or not uses_native(x):
+        return False
+    return n <= FUSED_ANY_ROWS_MAX or x.numel() // n * FUSED_ROWS_DIVISOR >= n
+
+
+@constant_cache(maxsize=128)
+def _fused_plan(direction: str, n: int, norm: str, dtype: torch.dtype) -> _native.DctPlan:
+    """The fused kernel's checked tables (:func:`structlin._native.dct_plan`): :func:`twiddles` of each FFT slot's
+    bin, the FFT's tables, and each column's position in the reordered row."""
+    tw, br = fft_tables(n, dtype)
+    cpu = torch.device("cpu")
+    slot_bins = torch.cat([br, torch.tensor([n // 2])])
+    a, b = twiddles(direction, n, norm, cpu, dtype)
+    ab = torch.stack([a[slot_bins], b[slot_bins]], 1).contiguous()
+    return _native.dct_plan(ab, tw, br, _index("unreorder", n, cpu), inverse=direction == "idct")
+
+
+def _fused_rows(x: torch.Tensor, direction: str, norm: str) -> torch.Tensor:
+    n = x.shape[-1]
+    plan = _fused_plan(direction, n, norm, x.dtype)
+    if x.dim() == 2 and x.is_contiguous():
+        return _native.dct_rows(x, torch.empty_like(x), plan)
+    rows = x.reshape(-1, n).contiguous()
+    return _native.dct_rows(rows, torch.empty_like(rows), plan).view(x.shape)
+
+
 def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """DCT-II of a real ``x`` over ``dims`` (non-negative, increasing, not empty), contiguous."""
+    if _fused(x, dims):
+        return _fused_rows(x, "dct", norm)
     v = reorder(x, dims)
     spectrum = torch.fft.rfftn(v, dim=dims)
     for d in dims[:-1]:
@@ -250,6 +302,8 @@ def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
 
 def inverse(X: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """The inverse of :func:`forward` (a DCT-III over ``dims``), contiguous."""
+    if _fused(X, dims):
+        return _fused_rows(X, "idct", norm)
     last = dims[-1]
     spectrum = pre(X, last, *twiddles("idct", X.shape[last], norm, X.device, X.dtype))
     for d in dims[:-1]:

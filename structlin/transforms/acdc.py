@@ -60,6 +60,7 @@ from ..costs import (
     acdc_recompute_flops,
 )
 from ._backend import constant_cache, dispatch, functorch_active, in_composite, native_for, uses_native
+from ._native_fft import fft_twiddles
 from ._ops import define_op, register_flops, rows_of
 
 __all__ = ["acdc_cascade", "gather_last", "bin_coefficients", "bin_trig", "makhoul_order", "native_cascade",
@@ -133,21 +134,11 @@ def _bin_weights(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
 @constant_cache(maxsize=64)
 def _fft_tables(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The native cascade's tables for blocks of size ``n`` (a power of two ≥ 2), on the CPU: ``(table, br)``
-    with ``br`` the bit reversal of ``0 … m − 1`` (``m = n/2``, int64) and, in ``dtype`` (computed in float64,
-    with exact zeros at quarter turns), ``table`` = the FFT's twiddles ``(cos 2πt/m, −sin 2πt/m)`` for ``t < m``,
-    then ``(cos 2πk/n, sin 2πk/n)`` with ``k = br[p]`` for ``p < m`` (both interleaved), then
-    :func:`bin_trig`'s ``c²``, ``s²`` and ``cs`` (``m + 1`` each)."""
-    m = n // 2
-    bits = m.bit_length() - 1
-    ranks, reversed_ranks = np.arange(m), np.zeros(m, dtype=np.int64)
-    for b in range(bits):
-        reversed_ranks |= ((ranks >> b) & 1) << (bits - 1 - b)
-    t = 2 * np.pi * ranks / m
-    k = 2 * np.pi * reversed_ranks / n
-    tw = np.concatenate([np.stack([np.cos(t), -np.sin(t)], 1).ravel(), np.stack([np.cos(k), np.sin(k)], 1).ravel()])
-    tw[np.abs(tw) < 1e-15] = 0.0
+    with the FFT's tables ``tw``, ``br`` of :func:`~._native_fft.fft_twiddles`, and ``table`` = ``tw`` followed by
+    :func:`bin_trig`'s ``c²``, ``s²`` and ``cs`` (``m + 1`` each), in ``dtype`` (computed in float64)."""
+    tw, br = fft_twiddles(n)
     trig = [t.numpy() for t in bin_trig(n, dtype=torch.float64)[:3]]
-    return torch.as_tensor(np.concatenate([tw, *trig]), dtype=dtype), torch.as_tensor(reversed_ranks)
+    return torch.as_tensor(np.concatenate([tw, *trig]), dtype=dtype), torch.as_tensor(br)
 
 
 def native_cascade(n: int, dtype: torch.dtype, device_type: str = "cpu") -> bool:

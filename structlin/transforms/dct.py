@@ -27,7 +27,7 @@ import torch
 
 from ..costs import dct_flops, idct_flops
 from . import _dct_steps as steps
-from ._checks import as_computable
+from ._checks import as_computable, in_dtype_of
 from ._ops import define_linear_op
 
 __all__ = ["dct", "idct"]
@@ -72,7 +72,7 @@ def dct(x: torch.Tensor, norm: str | None = "ortho") -> torch.Tensor:
     """
     norm = steps.check_norm(norm)
     computed = as_computable(x, "dct")
-    return _dct_op(computed, norm).to(x.dtype)
+    return in_dtype_of(_dct_op(computed, norm), x)
 
 
 def idct(x: torch.Tensor, norm: str | None = "ortho") -> torch.Tensor:
@@ -90,4 +90,4 @@ def idct(x: torch.Tensor, norm: str | None = "ortho") -> torch.Tensor:
     """
     norm = steps.check_norm(norm)
     computed = as_computable(x, "idct")
-    return _idct_op(computed, norm).to(x.dtype)
+    return in_dtype_of(_idct_op(computed, norm), x)

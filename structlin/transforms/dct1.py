@@ -29,7 +29,7 @@ import torch
 
 from ..costs import dct1_flops
 from ._backend import constant_cache
-from ._checks import as_computable
+from ._checks import as_computable, in_dtype_of
 from ._dct_steps import adjoint_norm, check_norm
 from ._ops import define_linear_op
 
@@ -88,7 +88,7 @@ def _run(x: torch.Tensor, norm: str, name: str) -> torch.Tensor:
     if x.shape[-1] < 2:
         raise ValueError(f"{name} needs a last dimension of length >= 2 (the DCT-I of length n divides by n - 1), "
                          f"got shape {tuple(x.shape)}")
-    return _dct1_op(computed, norm).to(x.dtype)
+    return in_dtype_of(_dct1_op(computed, norm), x)
 
 
 def dct1(x: torch.Tensor, norm: str | None = "ortho") -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 from ..costs import dctn_flops
 from . import _dct_steps as steps
 from ._backend import dispatch
-from ._checks import as_computable
+from ._checks import as_computable, in_dtype_of
 from ._ops import autograd_function_op, define_op, register_flops
 
 __all__ = ["dctn", "idctn", "normalize_dims"]
@@ -127,7 +127,7 @@ def _apply(op: Callable, x: torch.Tensor, dim, norm, name: str) -> torch.Tensor:
     computed = as_computable(x.movedim(dims[-1], last) if dims else x.unsqueeze(-1), name)
     if not dims:  # nothing to transform: the identity, as scipy.fft.dctn(x, axes=())
         return computed.squeeze(-1).clone(memory_format=torch.contiguous_format).to(x.dtype)
-    return op(computed.movedim(last, dims[-1]), dims, norm).to(x.dtype)
+    return in_dtype_of(op(computed.movedim(last, dims[-1]), dims, norm), x)
 
 
 def dctn(x: torch.Tensor, dim: int | Sequence[int] | None = None, norm: str | None = "ortho") -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .. import _native
 from ..costs import fwht_flops
 from ._backend import constant_cache, uses_native
-from ._checks import as_computable, check_power_of_two
+from ._checks import as_computable, check_power_of_two, in_dtype_of
 from ._ops import define_linear_op
 
 __all__ = ["fwht", "fwht_butterfly", "next_power_of_2"]
@@ -125,7 +125,7 @@ def fwht(x: torch.Tensor, normalized: bool = True, pad: bool = False) -> torch.T
         computed = F.pad(computed, (0, next_power_of_2(n) - n))
     else:
         check_power_of_two(n, "fwht")
-    return _fwht_op(computed, bool(normalized)).to(x.dtype)
+    return in_dtype_of(_fwht_op(computed, bool(normalized)), x)
 
 
 def fwht_butterfly(x: torch.Tensor, normalized: bool = True) -> torch.Tensor:
