@@ -1,6 +1,9 @@
-"""The fused native DCT-II/DCT-III of rows (``structlin._native.dct_rows``: reorder, real FFT and twiddles in one
-pass per chunk of rows, for power-of-two lengths) and the n-D reorder through a row table
-(``dct_reorder_rows``), against scipy in float64 and against the separate passes they replace."""
+"""The fused native DCT-II/DCT-III along one dimension (``structlin._native.dct_dim``: reorder, real FFT and
+twiddles in one pass per chunk of rows, or of positions after the dimension, for power-of-two lengths) and the
+n-D reorder through a row table (``dct_reorder_rows``), against scipy in float64 and against the separate passes
+they replace."""
+
+import math
 
 import pytest
 import scipy.fft
@@ -16,14 +19,14 @@ NORMS = ["backward", "ortho", "forward"]
 SCIPY_NORM = {"backward": None, "ortho": "ortho", "forward": "forward"}
 
 
-def _scipy(direction, x, norm):
+def _scipy(direction, x, norm, dim=-1):
     fn = scipy.fft.dct if direction == "dct" else scipy.fft.idct
-    return torch.from_numpy(fn(x.double().numpy(), type=2, norm=SCIPY_NORM[norm], axis=-1))
+    return torch.from_numpy(fn(x.double().numpy(), type=2, norm=SCIPY_NORM[norm], axis=dim))
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
 @pytest.mark.parametrize("direction", ["dct", "idct"])
-def test_every_power_of_two_length_matches_scipy(dtype, tol, direction):
+def test_every_power_of_two_length_matches_scipy_along_the_last_dimension(dtype, tol, direction):
     lanes = _native.lanes(dtype)
     generator = torch.Generator().manual_seed(0)
     for bits in range(1, 17):
@@ -31,66 +34,115 @@ def test_every_power_of_two_length_matches_scipy(dtype, tol, direction):
         for rows in ((1, lanes + 3) if n <= 4096 else (3,)):  # one row; more than a chunk, the last one partial
             x = torch.randn(rows, n, dtype=dtype, generator=generator)
             for norm in NORMS:
-                got = steps._fused_rows(x, direction, norm)
+                got = steps._fused(x, [1], direction, norm)
                 expected = _scipy(direction, x, norm)
                 scale = expected.abs().max().item()
                 torch.testing.assert_close(got.double(), expected, rtol=0, atol=tol * scale * bits, msg=f"n={n}")
 
 
-@pytest.mark.parametrize("n", [2, 8, 256, 4096, 16384])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
 @pytest.mark.parametrize("direction", ["dct", "idct"])
-def test_fused_and_separate_passes_agree(n, direction, monkeypatch):
-    rows = max(20, n // steps.FUSED_ROWS_DIVISOR)
-    x = torch.randn(rows, n)
+def test_along_an_inner_dimension_every_length_and_partial_lane_groups_match_scipy(dtype, tol, direction):
+    lanes = _native.lanes(dtype)
+    generator = torch.Generator().manual_seed(1)
+    for bits in range(1, 13):
+        n = 1 << bits
+        for inner in (lanes, 2 * lanes + 3):  # whole lane groups; and a partial last one
+            x = torch.randn(2, n, inner, dtype=dtype, generator=generator)
+            assert steps._fusable(x, 1)
+            for norm in NORMS:
+                got = steps._fused(x, [1], direction, norm)
+                expected = _scipy(direction, x, norm, dim=1)
+                scale = expected.abs().max().item()
+                torch.testing.assert_close(got.double(), expected, rtol=0, atol=tol * scale * bits, msg=f"n={n}")
+
+
+@pytest.mark.parametrize("shape, dims", [((3, 8, 16), (1, 2)), ((16, 32, 32), (0, 1, 2)), ((2, 4, 8, 16), (1, 3)),
+                                         ((64, 20), (0,))])
+def test_several_dimensions_one_pass_each_match_scipy(shape, dims):
+    x = torch.randn(*shape, dtype=torch.float64)
+    assert all(steps._fusable(x, d) for d in dims)
+    for norm in [None, "ortho", "forward"]:
+        expected = torch.from_numpy(scipy.fft.dctn(x.numpy(), axes=dims, norm=norm))
+        torch.testing.assert_close(dctn(x, dims, norm), expected, rtol=0, atol=1e-12)
+        expected = torch.from_numpy(scipy.fft.idctn(x.numpy(), axes=dims, norm=norm))
+        torch.testing.assert_close(idctn(x, dims, norm), expected, rtol=0, atol=1e-12)
+
+
+def test_the_input_is_left_alone_and_a_non_contiguous_one_is_transformed_in_its_copy():
+    x = torch.randn(8, 16, 32)
+    kept = x.clone()
+    y = dctn(x, (0, 1, 2), None)
+    assert torch.equal(x, kept)
+    strided = x.transpose(0, 2)
+    torch.testing.assert_close(dctn(strided, (0, 1, 2), None), dctn(strided.contiguous(), (0, 1, 2), None),
+                               rtol=0, atol=0)
+    assert torch.equal(x, kept) and y.is_contiguous()
+
+
+@pytest.mark.parametrize("n, shape_of", [(8, lambda n: (20, n)), (256, lambda n: (20, n)), (4096, lambda n: (20, n)),
+                                         (16384, lambda n: (32, n)), (256, lambda n: (3, n, 40))])
+@pytest.mark.parametrize("direction", ["dct", "idct"])
+def test_fused_and_separate_passes_agree(n, shape_of, direction, monkeypatch):
+    x = torch.randn(*shape_of(n))
     fn = dct if direction == "dct" else idct
-    assert steps._fused(x, [1])
-    fused = fn(x, None)
+    dims = (1,)
+    call = (lambda t: fn(t, None)) if x.dim() == 2 else (lambda t: (dctn if direction == "dct" else idctn)(t, dims, None))
+    assert steps._fusable(x, 1)
+    fused = call(x)
     monkeypatch.setattr(steps, "FUSED_SIZES", range(0))
-    assert not steps._fused(x, [1])
-    separate = fn(x, None)
+    assert not steps._fusable(x, 1)
+    separate = call(x)
     torch.testing.assert_close(fused, separate, rtol=0, atol=2e-6 * separate.abs().max().item())
 
 
 def test_which_transforms_run_fused():
-    assert steps._fused(torch.empty(3, 256), [1])
-    assert steps._fused(torch.empty(2, 5, 1024, dtype=torch.float64), [2])
-    assert not steps._fused(torch.empty(3, 255), [1])  # not a power of two
-    assert not steps._fused(torch.empty(3, 1), [1])
-    assert not steps._fused(torch.empty(256, 3), [0])  # not the last dimension
-    assert not steps._fused(torch.empty(8, 256), [0, 1])  # several dimensions
-    assert not steps._fused(torch.empty(3, 1 << 17), [1])  # beyond FUSED_SIZES
-    assert not steps._fused(torch.empty(16, 16384), [1])  # few rows for a long row: one-row FFTs are faster
-    assert steps._fused(torch.empty(32, 16384), [1])
+    lanes = _native.lanes(torch.float32)
+    assert steps._fusable(torch.empty(3, 256), 1)
+    assert steps._fusable(torch.empty(2, 5, 1024, dtype=torch.float64), 2)
+    assert not steps._fusable(torch.empty(3, 255), 1)  # not a power of two
+    assert not steps._fusable(torch.empty(3, 1), 1)
+    assert not steps._fusable(torch.empty(3, 1 << 17), 1)  # beyond FUSED_SIZES
+    assert not steps._fusable(torch.empty(16, 16384), 1)  # few rows for a long row: one-row FFTs are faster
+    assert steps._fusable(torch.empty(32, 16384), 1)
+    assert steps._fusable(torch.empty(256, lanes), 0)  # a vector's width of positions after the dimension
+    assert not steps._fusable(torch.empty(256, lanes - 1), 0)
+    assert steps._fusable(torch.empty(3, 256, 4, math.ceil(lanes / 4)), 1)
     with native_kernels(False):
-        assert not steps._fused(torch.empty(3, 256), [1])
+        assert not steps._fusable(torch.empty(3, 256), 1)
 
 
-def test_gradients_through_the_fused_path_are_the_adjoint_transforms():
+def test_gradients_through_the_fused_passes_are_the_adjoint_transforms():
     x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
-    assert steps._fused(x, [1])
+    cube = torch.randn(8, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert steps._fusable(x, 1) and all(steps._fusable(cube, d) for d in (0, 1, 2))
     for norm in [None, "ortho", "forward"]:
         assert torch.autograd.gradcheck(lambda t: dct(t, norm), (x,))
         assert torch.autograd.gradcheck(lambda t: idct(t, norm), (x,))
+        assert torch.autograd.gradcheck(lambda t: dctn(t, (0, 1, 2), norm), (cube,))
+        assert torch.autograd.gradcheck(lambda t: idctn(t, (0, 2), norm), (cube,))
 
 
-def test_dct_rows_rejects_what_it_cannot_run():
+def test_dct_dim_rejects_what_it_cannot_run_and_works_in_place():
     plan = steps._fused_plan("dct", 8, "ortho", torch.float32)
     ab, tw, br, pos = plan.tensors
-    x = torch.randn(3, 8)
-    with pytest.raises(ValueError, match="dct_rows"):
-        _native.dct_rows(torch.randn(3, 16), torch.empty(3, 16), plan)  # another length
-    with pytest.raises(ValueError, match="dct_rows"):
-        _native.dct_rows(x, x, plan)  # in place
-    with pytest.raises(ValueError, match="dct_rows"):
-        _native.dct_rows(x.double(), torch.empty(3, 8, dtype=torch.float64), plan)  # another dtype
-    with pytest.raises(ValueError, match="dct_rows"):
-        _native.dct_rows(x.T.contiguous().T, torch.empty(3, 8), plan)  # not contiguous
+    x = torch.randn(3, 8, 1)
+    with pytest.raises(ValueError, match="dct_dim"):
+        _native.dct_dim(torch.randn(3, 16, 1), torch.empty(3, 16, 1), plan)  # another length
+    with pytest.raises(ValueError, match="dct_dim"):
+        _native.dct_dim(x.double(), torch.empty(3, 8, 1, dtype=torch.float64), plan)  # another dtype
+    with pytest.raises(ValueError, match="dct_dim"):
+        _native.dct_dim(x, torch.empty(3, 8, 2), plan)  # another shape
+    with pytest.raises(ValueError, match="dct_dim"):
+        _native.dct_dim(torch.randn(8, 3).T.unsqueeze(-1), torch.empty(3, 8, 1), plan)  # not contiguous
     with pytest.raises(ValueError, match="dct_plan"):
         _native.dct_plan(ab[:-1], tw, br, pos, inverse=False)
     with pytest.raises(ValueError, match="dct_plan"):
         _native.dct_plan(ab, tw, br, torch.full((8,), 8), inverse=False)  # out of range
     with pytest.raises(ValueError, match="dct_plan"):
         _native.dct_plan(ab[:6], tw, br, torch.arange(6), inverse=False)  # not a power of two
+    expected = _native.dct_dim(x, torch.empty_like(x), plan)
+    assert _native.dct_dim(x, x, plan) is x and torch.equal(x, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -106,9 +158,10 @@ def test_reorder_rows_is_the_row_gather_then_the_reorder_of_each_row(dtype, kind
         _native.dct_reorder_rows(x, torch.full_like(idx, 20), torch.empty_like(x), inverse=False)
 
 
-@pytest.mark.parametrize("shape, dims", [((3, 8, 16), (1, 2)), ((6, 5, 4), (0, 1, 2)), ((2, 9, 8, 4), (1, 2, 3))])
+@pytest.mark.parametrize("shape, dims", [((3, 9, 12), (1, 2)), ((6, 5, 4), (0, 1, 2)), ((2, 9, 6, 4), (1, 2, 3))])
 def test_nd_transforms_with_the_one_pass_reorder_match_scipy(shape, dims):
-    x = torch.randn(*shape, dtype=torch.float64)
+    x = torch.randn(*shape, dtype=torch.float64)  # lengths that are not powers of two: the n-D FFT path
+    assert not all(steps._fusable(x, d) for d in dims)
     for norm in [None, "ortho"]:
         expected = torch.from_numpy(scipy.fft.dctn(x.numpy(), axes=dims, norm=norm))
         torch.testing.assert_close(dctn(x, dims, norm), expected, rtol=0, atol=1e-12)

@@ -51,9 +51,9 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
                                               parallel region over chunks of rows (see acdc_forward)
     fft_real(src, dst, tw, br, inverse)       rfft / irfft of rows by the cascade's own FFT (for tests)
     pair_map(z, p, q, out, outer, n, inner)   the n-D DCT's pair map along one dimension of a complex array
-    dct_rows(src, dst, plan)                  DCT-II / DCT-III of rows (power-of-two n) in one pass per chunk
-                                              of rows, by the cascade's FFT; plan = dct_plan(ab, tw, br, pos,
-                                              inverse), the tables checked once
+    dct_dim(src, dst, plan)                   DCT-II / DCT-III along dimension 1 of (outer, n, inner), power-of-two
+                                              n, in one pass per chunk by the cascade's FFT (dst may be src);
+                                              plan = dct_plan(ab, tw, br, pos, inverse), the tables checked once
     dct_reorder_rows(x, idx, out, inverse)    reorder (or its inverse) along the last dimension of (outer, R, n),
                                               reading row idx[r] into row r
 
@@ -101,7 +101,7 @@ __all__ = [
     "fft_real",
     "pair_map",
     "dct_plan",
-    "dct_rows",
+    "dct_dim",
     "dct_reorder_rows",
     "lanes",
 ]
@@ -427,13 +427,13 @@ def _bind(lib: ctypes.CDLL) -> dict:
         row = []
         later = {  # appended: the indices above stay
             "sl_pair_map": [P, P, P, P, I64, I64, I64, INT],
-            "sl_dct_rows": [P, P, P, P, P, P, I64, I64, INT, INT],
+            "sl_dct_dim": [P, P, P, P, P, P, I64, I64, I64, INT, INT],
             "sl_dct_reorder_rows": [P, P, P, I64, I64, I64, INT, INT],
         }
         for name, argtypes in (*sig.items(), *returning.items(), *later.items()):
             f = getattr(lib, f"{name}_{sfx}")
             f.argtypes = argtypes
-            f.restype = INT if name in returning or name == "sl_dct_rows" else None
+            f.restype = INT if name in returning or name == "sl_dct_dim" else None
             row.append(f)
         fns[dtype] = tuple(row)
     return fns
@@ -753,7 +753,7 @@ _checked: dict = {}
 
 
 class DctPlan(NamedTuple):
-    """The tables of :func:`dct_rows` for one length, dtype and direction, checked once (:func:`dct_plan`)."""
+    """The tables of :func:`dct_dim` for one length, dtype and direction, checked once (:func:`dct_plan`)."""
 
     n: int
     dtype: torch.dtype
@@ -763,7 +763,7 @@ class DctPlan(NamedTuple):
 
 
 def dct_plan(ab: torch.Tensor, tw: torch.Tensor, br: torch.Tensor, pos: torch.Tensor, inverse: bool) -> DctPlan:
-    """Check the tables of :func:`dct_rows` once: ``tw``, ``br`` of ``transforms._native_fft.fft_tables`` for a
+    """Check the tables of :func:`dct_dim` once: ``tw``, ``br`` of ``transforms._native_fft.fft_tables`` for a
     power-of-two length ``n ≥ 2`` (``m = n/2``), ``pos`` ``(n,)`` each column's position in Makhoul's order, and
     ``ab`` ``(m + 1, 2)``: the post (forward) or pre (inverse) twiddles ``(a, b)`` of bin ``br[p]`` at row ``p``
     (bin ``m`` at row ``m``), in ``tw``'s dtype."""
@@ -776,17 +776,18 @@ def dct_plan(ab: torch.Tensor, tw: torch.Tensor, br: torch.Tensor, pos: torch.Te
     return DctPlan(n, tw.dtype, bool(inverse), tuple(t.data_ptr() for t in tensors), tensors)
 
 
-def dct_rows(src: torch.Tensor, dst: torch.Tensor, plan: DctPlan) -> torch.Tensor:
-    """DCT-II (or, for an inverse plan, DCT-III) of the rows of ``src`` ``(rows, n)`` into ``dst``, by the cascade's
-    FFT, one pass per chunk of rows (see :func:`dct_plan`)."""
+def dct_dim(src: torch.Tensor, dst: torch.Tensor, plan: DctPlan) -> torch.Tensor:
+    """DCT-II (or, for an inverse plan, DCT-III) along the middle dimension of ``src`` ``(outer, n, inner)`` into
+    ``dst`` (the same shape; it may be ``src`` itself), by the cascade's FFT, one pass per chunk of rows
+    (``inner = 1``) or of ``inner`` positions (see :func:`dct_plan`)."""
     d = plan.dtype
     if not (src.dtype == d and dst.dtype == d and src.is_cpu and dst.is_cpu and src.is_contiguous()
-            and dst.is_contiguous() and src.dim() == 2 and src.shape[1] == plan.n and dst.shape == src.shape
-            and src.data_ptr() != dst.data_ptr()):
-        _fail("dct_rows")
-    if _fns[d][16](src.data_ptr(), dst.data_ptr(), *plan.pointers, src.shape[0], plan.n, int(plan.inverse),
+            and dst.is_contiguous() and src.dim() == 3 and src.shape[1] == plan.n and dst.shape == src.shape):
+        _fail("dct_dim")
+    outer, n, inner = src.shape
+    if _fns[d][16](src.data_ptr(), dst.data_ptr(), *plan.pointers, outer, n, inner, int(plan.inverse),
                    torch.get_num_threads()):
-        raise MemoryError("structlin native kernels: dct_rows could not allocate its workspace")
+        raise MemoryError("structlin native kernels: dct_dim could not allocate its workspace")
     return dst
 
 

@@ -2199,69 +2199,115 @@ SL_EXPORT void SFX(sl_fft_real)(const T *src, T *dst, const T *tw, const int64_t
     sl_parallel(SFX(fft_rows_task), &c, chunks, sl_nthreads(nthreads, rows * n, chunks));
 }
 
-/* DCT-II (inverse = 0) or DCT-III (inverse = 1) of the rows of src (rows, n), n = 2m a power of two, in one
- * pass per chunk of W rows by the FFT above: the forward loads each row in Makhoul's order (column c to
- * position pos[c]), runs fft_dif and middle's MID_STORE (the real spectrum X by slot), and writes
- *   out[q] = a_q Re X_q + b_q Im X_q,   out[n - q] = b_q Re X_q - a_q Im X_q   (0 < q < m)
- * for the bin q of each slot; the inverse forms the half spectrum V_q = (a_q X_q + b_q X_{n-q}) +
- * i (b_q X_q - a_q X_{n-q}) by slot (X_n = 0), runs middle (MID_FROM, MID_MAP, scale 1/n: the packing of
- * irfft(V)) and fft_dit, and stores position pos[c] to column c. ab: (m + 1) pairs (a, b) by slot. The same
- * function as the separate reorder, rfft, post (or pre, irfft, unreorder) passes. Returns 0, or -1 without
- * memory. */
+/* DCT-II and DCT-III of n = 2m vectors (n a power of two) by the FFT above, each lane its own signal; ab: (m + 1)
+ * pairs (a, b) by slot (the twiddles of bin br[p] at slot p, bin m at slot m); spec: 2(m + 1) vectors.
+ * dct_lanes: buf holds v (Makhoul's order) -> the DCT-II X (natural order), from the real spectrum of v by slot
+ * (fft_dif and middle's MID_STORE):
+ *   X[q] = a_q Re V_q + b_q Im V_q,   X[n - q] = b_q Re V_q - a_q Im V_q   (0 < q < m).
+ * idct_lanes: buf holds X (natural order) -> v (Makhoul's order), through the half spectrum
+ *   V_q = (a_q X_q + b_q X_{n-q}) + i (b_q X_q - a_q X_{n-q})   (X_n = 0)
+ * by slot and its irfft (middle's MID_FROM | MID_MAP, scale 1/n, then fft_dit). */
+static void SFX(dct_lanes)(V *restrict buf, V *restrict spec, const T *restrict ab, const T *tw,
+                           const int64_t *restrict br, int64_t n) {
+    const int64_t m = n / 2;
+    SFX(fft_dif)(buf, buf, NULL, m, tw);
+    SFX(middle)(buf, m, tw + 2 * m, NULL, 1, SFX(MID_STORE), spec, NULL, NULL, NULL);
+    for (int64_t p = 0; p <= m; p++) {
+        const int64_t q = p < m ? br[p] : m;
+        const V a = SFX_BC(ab[2 * p]), b = SFX_BC(ab[2 * p + 1]), re = spec[2 * p], im = spec[2 * p + 1];
+        buf[q] = a * re + b * im;
+        if (q && q < m) buf[n - q] = b * re - a * im;
+    }
+}
+
+static void SFX(idct_lanes)(V *restrict buf, V *restrict spec, const T *restrict ab, const T *tw,
+                            const int64_t *restrict br, int64_t n) {
+    const int64_t m = n / 2;
+    for (int64_t p = 0; p <= m; p++) {
+        const int64_t q = p < m ? br[p] : m;
+        const V a = SFX_BC(ab[2 * p]), b = SFX_BC(ab[2 * p + 1]), x = buf[q];
+        const V y = q ? buf[n - q] : (V){0};
+        spec[2 * p] = a * x + b * y;
+        spec[2 * p + 1] = b * x - a * y;
+    }
+    SFX(middle)(buf, m, tw + 2 * m, NULL, (T)1 / (T)n, SFX(MID_FROM) | SFX(MID_MAP), NULL, spec, NULL, NULL);
+    SFX(fft_dit)(buf, m, tw);
+}
+
+/* The DCT-II (inverse = 0) or DCT-III (inverse = 1) along one dimension of length n = 2m (a power of two) of
+ * src, seen as (outer, n, inner), into dst (which may be src): one pass per work item, whose n vectors sit in
+ * the cache through the whole transform. pos[c]: column c's position in Makhoul's order. ab, tw, br: see
+ * dct_lanes. inner = 1 (the last dimension): an item is a chunk of W rows, transposed into lanes on the way in
+ * and out; inner > 1: an item is W consecutive positions of the inner dimensions at one outer index, each
+ * vector j loaded from position j along the dimension as it lies in memory (the last item of an outer index
+ * may be partial). The same function as the separate reorder, real FFT and twiddle passes. */
 typedef struct {
     const T *src, *ab, *tw;
     const int64_t *br, *pos;
     T *dst;
-    int64_t rows, n;
+    int64_t outer, n, inner, groups; /* groups: items per outer index */
     int inverse, failed;
-} SFX(dct_rows_ctx);
+} SFX(dct_dim_ctx);
 
-static void SFX(dct_rows_task)(void *c_, int64_t ch0, int64_t ch1) {
-    SFX(dct_rows_ctx) *c = (SFX(dct_rows_ctx) *)c_;
-    const int64_t n = c->n, m = n / 2;
-    const T *ab = c->ab, *wp = c->tw + 2 * m;
+static void SFX(dct_dim_task)(void *c_, int64_t i0, int64_t i1) {
+    SFX(dct_dim_ctx) *c = (SFX(dct_dim_ctx) *)c_;
+    const int64_t n = c->n, inner = c->inner;
+    const int64_t *pos = c->pos;
     int owned = 0;
-    V *buf = (V *)sl_workspace(sizeof(V) * (size_t)(n + 2 * (m + 1)), &owned);
+    V *buf = (V *)sl_workspace(sizeof(V) * (size_t)(n + 2 * (n / 2 + 1)), &owned);
     if (!buf) {
         __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     V *spec = buf + n;
-    for (int64_t ch = ch0; ch < ch1; ch++) {
-        const int64_t r0 = ch * W, nl = c->rows - r0 < W ? c->rows - r0 : W;
-        SFX(lanes_load)(buf, c->src + r0 * n, n, nl, n, c->inverse ? NULL : c->pos, n, 1);
-        if (!c->inverse) {
-            SFX(fft_dif)(buf, buf, NULL, m, c->tw);
-            SFX(middle)(buf, m, wp, NULL, 1, SFX(MID_STORE), spec, NULL, NULL, NULL);
-            for (int64_t p = 0; p <= m; p++) {
-                const int64_t q = p < m ? c->br[p] : m;
-                const V a = SFX_BC(ab[2 * p]), b = SFX_BC(ab[2 * p + 1]), re = spec[2 * p], im = spec[2 * p + 1];
-                buf[q] = a * re + b * im;
-                if (q && q < m) buf[n - q] = b * re - a * im;
+    for (int64_t it = i0; it < i1; it++) {
+        if (inner == 1) { /* rows r0 .. r0 + nl of (outer, n) */
+            const int64_t r0 = it * W, nl = c->outer - r0 < W ? c->outer - r0 : W;
+            SFX(lanes_load)(buf, c->src + r0 * n, n, nl, n, c->inverse ? NULL : pos, n, 1);
+            if (c->inverse) {
+                SFX(idct_lanes)(buf, spec, c->ab, c->tw, c->br, n);
+                SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, pos);
+            } else {
+                SFX(dct_lanes)(buf, spec, c->ab, c->tw, c->br, n);
+                SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, NULL);
             }
-            SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, NULL);
-        } else {
-            for (int64_t p = 0; p <= m; p++) {
-                const int64_t q = p < m ? c->br[p] : m;
-                const V a = SFX_BC(ab[2 * p]), b = SFX_BC(ab[2 * p + 1]), x = buf[q];
-                const V y = q ? buf[n - q] : (V){0};
-                spec[2 * p] = a * x + b * y;
-                spec[2 * p + 1] = b * x - a * y;
-            }
-            SFX(middle)(buf, m, wp, NULL, (T)1 / (T)n, SFX(MID_FROM) | SFX(MID_MAP), NULL, spec, NULL, NULL);
-            SFX(fft_dit)(buf, m, c->tw);
-            SFX(lanes_store)(c->dst + r0 * n, n, nl, buf, n, c->pos);
+            continue;
+        }
+        const int64_t o = it / c->groups, i = (it % c->groups) * W, nl = inner - i < W ? inner - i : W;
+        const T *src = c->src + o * n * inner + i;
+        T *dst = c->dst + o * n * inner + i;
+        for (int64_t j = 0; j < n; j++) { /* element j along the dimension to its place in the transform */
+            const T *from = src + j * inner;
+            V v = (V){0};
+            if (nl == W)
+                v = *(const VU *)from;
+            else
+                for (int64_t l = 0; l < nl; l++) v[l] = from[l];
+            buf[c->inverse ? j : pos[j]] = v;
+        }
+        if (c->inverse)
+            SFX(idct_lanes)(buf, spec, c->ab, c->tw, c->br, n);
+        else
+            SFX(dct_lanes)(buf, spec, c->ab, c->tw, c->br, n);
+        for (int64_t j = 0; j < n; j++) {
+            const V v = buf[c->inverse ? pos[j] : j];
+            T *to = dst + j * inner;
+            if (nl == W)
+                *(VU *)to = v;
+            else
+                for (int64_t l = 0; l < nl; l++) to[l] = v[l];
         }
     }
     if (owned) free(buf);
 }
 
-SL_EXPORT int SFX(sl_dct_rows)(const T *src, T *dst, const T *ab, const T *tw, const int64_t *br,
-                               const int64_t *pos, int64_t rows, int64_t n, int inverse, int nthreads) {
-    if (rows <= 0) return 0;
-    SFX(dct_rows_ctx) c = {src, ab, tw, br, pos, dst, rows, n, inverse, 0};
-    const int64_t chunks = (rows + W - 1) / W;
-    sl_parallel(SFX(dct_rows_task), &c, chunks, sl_nthreads(nthreads, rows * n, chunks));
+SL_EXPORT int SFX(sl_dct_dim)(const T *src, T *dst, const T *ab, const T *tw, const int64_t *br, const int64_t *pos,
+                              int64_t outer, int64_t n, int64_t inner, int inverse, int nthreads) {
+    if (outer <= 0 || inner <= 0) return 0;
+    const int64_t groups = inner == 1 ? 0 : (inner + W - 1) / W;
+    const int64_t items = inner == 1 ? (outer + W - 1) / W : outer * groups;
+    SFX(dct_dim_ctx) c = {src, ab, tw, br, pos, dst, outer, n, inner, groups, inverse, 0};
+    sl_parallel(SFX(dct_dim_task), &c, items, sl_nthreads(nthreads, outer * n * inner, items));
     return c.failed ? -1 : 0;
 }
 

@@ -20,7 +20,10 @@ inverse pair maps, ``irfftn``, :func:`unreorder`).
 
 Each step runs a native CPU kernel where one exists for it (the reorder and the post/pre twiddles along the last
 dimension, float32/float64), and otherwise differentiable PyTorch ops; the latter is the composite form that
-``torch.func`` transforms see (see :mod:`structlin.transforms._backend`).
+``torch.func`` transforms see (see :mod:`structlin.transforms._backend`). Where every transformed length is a power
+of two the native pass takes (:func:`_fusable`), the three steps along each dimension are one native pass instead
+(:func:`_fused`: the reorder, the native kernels' own real FFT and the twiddles on chunks that stay in the cache),
+dimension after dimension.
 
 Normalizations: ``"backward"`` (``f_k = 1``, scipy's ``norm=None``), ``"ortho"``, ``"forward"``, and for each a
 *dual* (``f*_k = f^ortho_k² / f_k``) such that the transpose of the DCT with one is the inverse DCT with the other:
@@ -247,23 +250,27 @@ def pair_map(Z: torch.Tensor, dim: int, p: torch.Tensor, q: torch.Tensor) -> tor
     return out.mul_(q).addcmul_(Z, p)
 
 
-#: Lengths the fused native row transform runs (powers of two; its workspace is ``2n`` vectors per thread).
+#: Lengths the fused native transform runs (powers of two; its workspace is ``2n`` vectors per thread).
 FUSED_SIZES = range(2, (1 << 16) + 1)
-#: Above this length the fused transform needs ``n / FUSED_ROWS_DIVISOR`` rows or more: it works on chunks of
-#: a vector's width of rows, and with fewer rows than that torch's one-row FFTs are faster (measured at
-#: n = 16384 and 65536, docs/benchmarks.md).
+#: Along the last dimension, above this length the fused transform needs ``n / FUSED_ROWS_DIVISOR`` rows or more:
+#: it works on chunks of a vector's width of rows, and with fewer rows torch's one-row FFTs are faster (measured
+#: at n = 16384 and 65536, docs/transforms.md).
 FUSED_ANY_ROWS_MAX = 4096
 FUSED_ROWS_DIVISOR = 512
 
 
-def _fused(x: torch.Tensor, dims: list[int]) -> bool:
-    """Whether the transform over ``dims`` of ``x`` is one native pass per chunk of rows: the last dimension
-    only, a power-of-two length in :data:`FUSED_SIZES` (with enough rows above :data:`FUSED_ANY_ROWS_MAX`),
-    native kernels."""
-    n = x.shape[-1]
-    if len(dims) != 1 or dims[0] != x.dim() - 1 or n not in FUSED_SIZES or n & (n - 1) or not uses_native(x):
+def _fusable(x: torch.Tensor, dim: int) -> bool:
+    """Whether the DCT along ``dim`` of ``x`` runs as one native pass (:func:`_fused_dim`): a power-of-two length
+    in :data:`FUSED_SIZES`, native kernels, and along the last dimension enough rows for a long one
+    (:data:`FUSED_ANY_ROWS_MAX`), along another at least a vector's width of positions after it."""
+    if not uses_native(x):  # first: composite forms, which torch.compile may trace with symbolic sizes, stop here
         return False
-    return n <= FUSED_ANY_ROWS_MAX or x.numel() // n * FUSED_ROWS_DIVISOR >= n
+    n = x.shape[dim]
+    if n not in FUSED_SIZES or n & (n - 1):
+        return False
+    if dim == x.dim() - 1:
+        return n <= FUSED_ANY_ROWS_MAX or x.numel() // n * FUSED_ROWS_DIVISOR >= n
+    return math.prod(x.shape[dim + 1 :]) >= _native.lanes(x.dtype)
 
 
 @constant_cache(maxsize=128)
@@ -278,19 +285,24 @@ def _fused_plan(direction: str, n: int, norm: str, dtype: torch.dtype) -> _nativ
     return _native.dct_plan(ab, tw, br, _index("unreorder", n, cpu), inverse=direction == "idct")
 
 
-def _fused_rows(x: torch.Tensor, direction: str, norm: str) -> torch.Tensor:
-    n = x.shape[-1]
-    plan = _fused_plan(direction, n, norm, x.dtype)
-    if x.dim() == 2 and x.is_contiguous():
-        return _native.dct_rows(x, torch.empty_like(x), plan)
-    rows = x.reshape(-1, n).contiguous()
-    return _native.dct_rows(rows, torch.empty_like(rows), plan).view(x.shape)
+def _fused(x: torch.Tensor, dims: list[int], direction: str, norm: str) -> torch.Tensor:
+    """The DCT-II (``direction="dct"``) or DCT-III over ``dims`` of ``x`` (each :func:`_fusable`), one native pass
+    along each dimension: the first writes a new tensor, the others transform it in place."""
+    y = x.contiguous()
+    fresh = y is not x
+    for d in reversed(dims):  # the last dimension first: its pass reads x and writes the new tensor
+        n = y.shape[d]
+        view = y.view(math.prod(y.shape[:d]), n, math.prod(y.shape[d + 1 :]))
+        out = view if fresh else torch.empty_like(view)
+        _native.dct_dim(view, out, _fused_plan(direction, n, norm, y.dtype))
+        y, fresh = out.view(y.shape), True
+    return y
 
 
 def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """DCT-II of a real ``x`` over ``dims`` (non-negative, increasing, not empty), contiguous."""
-    if _fused(x, dims):
-        return _fused_rows(x, "dct", norm)
+    if all(_fusable(x, d) for d in dims):
+        return _fused(x, dims, "dct", norm)
     v = reorder(x, dims)
     spectrum = torch.fft.rfftn(v, dim=dims)
     for d in dims[:-1]:
@@ -302,8 +314,8 @@ def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
 
 def inverse(X: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """The inverse of :func:`forward` (a DCT-III over ``dims``), contiguous."""
-    if _fused(X, dims):
-        return _fused_rows(X, "idct", norm)
+    if all(_fusable(X, d) for d in dims):
+        return _fused(X, dims, "idct", norm)
     last = dims[-1]
     spectrum = pre(X, last, *twiddles("idct", X.shape[last], norm, X.device, X.dtype))
     for d in dims[:-1]:

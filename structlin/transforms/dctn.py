@@ -5,10 +5,11 @@ For dimensions ``d_1 < … < d_j`` of lengths ``n_1 … n_j``::
     X[k_1, …, k_j] = Π_i (2 f_{k_i}) · Σ_{x indices} x[m_1, …, m_j] Π_i cos(π k_i (2 m_i + 1) / 2 n_i)
 
 with each dimension's normalization ``f`` as in :func:`~structlin.transforms.dct` (the same ``norm`` for all),
-which is ``scipy.fft.dctn(x, axes=dims, norm=norm)``. It runs as one real n-D FFT of the reordered input plus
-``O(1)`` work per element and dimension (see :mod:`structlin.transforms._dct_steps`): no transposed copies, and on
-the CPU the passes along the last dimension are native kernels. When the last dimension of the tensor is not
-transformed, the FFT along the transformed dimensions walks strided memory, which costs more than along the last.
+which is ``scipy.fft.dctn(x, axes=dims, norm=norm)``. On the CPU with power-of-two lengths it runs as one native
+pass per dimension (reorder, real FFT and twiddles on chunks that stay in the cache); otherwise as one real n-D
+FFT of the reordered input plus ``O(1)`` work per element and dimension (see
+:mod:`structlin.transforms._dct_steps`). Neither makes transposed copies. When the last dimension of the tensor
+is not transformed, the n-D FFT walks strided memory, which costs more than along the last.
 
 :func:`dctn` and :func:`idctn` are the custom ops ``structlin::dctn`` and ``structlin::idctn`` (analytic backward:
 the adjoint of the DCT with one normalization is the inverse DCT with its dual, see
