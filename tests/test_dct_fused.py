@@ -126,23 +126,25 @@ def test_gradients_through_the_fused_passes_are_the_adjoint_transforms():
 def test_dct_dim_rejects_what_it_cannot_run_and_works_in_place():
     plan = steps._fused_plan("dct", 8, "ortho", torch.float32)
     ab, tw, br, pos = plan.tensors
-    x = torch.randn(3, 8, 1)
+    x = torch.randn(3, 8)
     with pytest.raises(ValueError, match="dct_dim"):
-        _native.dct_dim(torch.randn(3, 16, 1), torch.empty(3, 16, 1), plan)  # another length
+        _native.dct_dim(torch.randn(3, 16), torch.empty(3, 16), plan, 3, 1)  # another length
     with pytest.raises(ValueError, match="dct_dim"):
-        _native.dct_dim(x.double(), torch.empty(3, 8, 1, dtype=torch.float64), plan)  # another dtype
+        _native.dct_dim(x, torch.empty(3, 8), plan, 3, 2)  # shape and sizes disagree
     with pytest.raises(ValueError, match="dct_dim"):
-        _native.dct_dim(x, torch.empty(3, 8, 2), plan)  # another shape
+        _native.dct_dim(x.double(), torch.empty(3, 8, dtype=torch.float64), plan, 3, 1)  # another dtype
     with pytest.raises(ValueError, match="dct_dim"):
-        _native.dct_dim(torch.randn(8, 3).T.unsqueeze(-1), torch.empty(3, 8, 1), plan)  # not contiguous
+        _native.dct_dim(x, torch.empty(24), plan, 3, 1)  # another shape
+    with pytest.raises(ValueError, match="dct_dim"):
+        _native.dct_dim(torch.randn(8, 3).T, torch.empty(3, 8), plan, 3, 1)  # not contiguous
     with pytest.raises(ValueError, match="dct_plan"):
         _native.dct_plan(ab[:-1], tw, br, pos, inverse=False)
     with pytest.raises(ValueError, match="dct_plan"):
         _native.dct_plan(ab, tw, br, torch.full((8,), 8), inverse=False)  # out of range
     with pytest.raises(ValueError, match="dct_plan"):
         _native.dct_plan(ab[:6], tw, br, torch.arange(6), inverse=False)  # not a power of two
-    expected = _native.dct_dim(x, torch.empty_like(x), plan)
-    assert _native.dct_dim(x, x, plan) is x and torch.equal(x, expected)
+    expected = _native.dct_dim(x, torch.empty_like(x), plan, 3, 1)
+    assert _native.dct_dim(x, x, plan, 3, 1) is x and torch.equal(x, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

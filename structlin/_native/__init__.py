@@ -51,7 +51,7 @@ as ``torch.view_as_real`` views of shape ``(rows, m, 2)``):
                                               parallel region over chunks of rows (see acdc_forward)
     fft_real(src, dst, tw, br, inverse)       rfft / irfft of rows by the cascade's own FFT (for tests)
     pair_map(z, p, q, out, outer, n, inner)   the n-D DCT's pair map along one dimension of a complex array
-    dct_dim(src, dst, plan)                   DCT-II / DCT-III along dimension 1 of (outer, n, inner), power-of-two
+    dct_dim(src, dst, plan, outer, inner)     DCT-II / DCT-III along dimension 1 of (outer, n, inner), power-of-two
                                               n, in one pass per chunk by the cascade's FFT (dst may be src);
                                               plan = dct_plan(ab, tw, br, pos, inverse), the tables checked once
     dct_reorder_rows(x, idx, out, inverse)    reorder (or its inverse) along the last dimension of (outer, R, n),
@@ -776,15 +776,15 @@ def dct_plan(ab: torch.Tensor, tw: torch.Tensor, br: torch.Tensor, pos: torch.Te
     return DctPlan(n, tw.dtype, bool(inverse), tuple(t.data_ptr() for t in tensors), tensors)
 
 
-def dct_dim(src: torch.Tensor, dst: torch.Tensor, plan: DctPlan) -> torch.Tensor:
-    """DCT-II (or, for an inverse plan, DCT-III) along the middle dimension of ``src`` ``(outer, n, inner)`` into
-    ``dst`` (the same shape; it may be ``src`` itself), by the cascade's FFT, one pass per chunk of rows
-    (``inner = 1``) or of ``inner`` positions (see :func:`dct_plan`)."""
-    d = plan.dtype
+def dct_dim(src: torch.Tensor, dst: torch.Tensor, plan: DctPlan, outer: int, inner: int) -> torch.Tensor:
+    """DCT-II (or, for an inverse plan, DCT-III) along the middle dimension of ``src`` seen as
+    ``(outer, n, inner)`` into ``dst`` (a contiguous tensor of the same shape; it may be ``src`` itself), by the
+    cascade's FFT, one pass per chunk of rows (``inner = 1``) or of ``inner`` positions (see :func:`dct_plan`)."""
+    d, n = plan.dtype, plan.n
     if not (src.dtype == d and dst.dtype == d and src.is_cpu and dst.is_cpu and src.is_contiguous()
-            and dst.is_contiguous() and src.dim() == 3 and src.shape[1] == plan.n and dst.shape == src.shape):
+            and dst.is_contiguous() and dst.shape == src.shape and outer >= 0 and inner >= 1
+            and src.numel() == outer * n * inner):
         _fail("dct_dim")
-    outer, n, inner = src.shape
     if _fns[d][16](src.data_ptr(), dst.data_ptr(), *plan.pointers, outer, n, inner, int(plan.inverse),
                    torch.get_num_threads()):
         raise MemoryError("structlin native kernels: dct_dim could not allocate its workspace")

@@ -288,20 +288,26 @@ def _fused_plan(direction: str, n: int, norm: str, dtype: torch.dtype) -> _nativ
 def _fused(x: torch.Tensor, dims: list[int], direction: str, norm: str) -> torch.Tensor:
     """The DCT-II (``direction="dct"``) or DCT-III over ``dims`` of ``x`` (each :func:`_fusable`), one native pass
     along each dimension: the first writes a new tensor, the others transform it in place."""
+    shape = x.shape
     y = x.contiguous()
-    fresh = y is not x
+    out = torch.empty_like(y) if y is x else y
     for d in reversed(dims):  # the last dimension first: its pass reads x and writes the new tensor
-        n = y.shape[d]
-        view = y.view(math.prod(y.shape[:d]), n, math.prod(y.shape[d + 1 :]))
-        out = view if fresh else torch.empty_like(view)
-        _native.dct_dim(view, out, _fused_plan(direction, n, norm, y.dtype))
-        y, fresh = out.view(y.shape), True
-    return y
+        _native.dct_dim(y, out, _fused_plan(direction, shape[d], norm, x.dtype), math.prod(shape[:d]),
+                        math.prod(shape[d + 1 :]))
+        y = out
+    return out
+
+
+def _all_fusable(x: torch.Tensor, dims: list[int]) -> bool:
+    for d in dims:
+        if not _fusable(x, d):
+            return False
+    return True
 
 
 def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """DCT-II of a real ``x`` over ``dims`` (non-negative, increasing, not empty), contiguous."""
-    if all(_fusable(x, d) for d in dims):
+    if _all_fusable(x, dims):
         return _fused(x, dims, "dct", norm)
     v = reorder(x, dims)
     spectrum = torch.fft.rfftn(v, dim=dims)
@@ -314,7 +320,7 @@ def forward(x: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
 
 def inverse(X: torch.Tensor, dims: list[int], norm: str) -> torch.Tensor:
     """The inverse of :func:`forward` (a DCT-III over ``dims``), contiguous."""
-    if all(_fusable(X, d) for d in dims):
+    if _all_fusable(X, dims):
         return _fused(X, dims, "idct", norm)
     last = dims[-1]
     spectrum = pre(X, last, *twiddles("idct", X.shape[last], norm, X.device, X.dtype))
