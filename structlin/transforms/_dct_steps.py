@@ -260,7 +260,7 @@ FUSED_ROWS_DIVISOR = 512
 
 
 def _fusable(x: torch.Tensor, dim: int) -> bool:
-    """Whether the DCT along ``dim`` of ``x`` runs as one native pass (:func:`_fused_dim`): a power-of-two length
+    """Whether the DCT along ``dim`` of ``x`` runs as one native pass (:func:`_fused`): a power-of-two length
     in :data:`FUSED_SIZES`, native kernels, and along the last dimension enough rows for a long one
     (:data:`FUSED_ANY_ROWS_MAX`), along another at least a vector's width of positions after it."""
     if not uses_native(x):  # first: composite forms, which torch.compile may trace with symbolic sizes, stop here
@@ -291,7 +291,7 @@ def _fused(x: torch.Tensor, dims: list[int], direction: str, norm: str) -> torch
     shape = x.shape
     y = x.contiguous()
     out = torch.empty_like(y) if y is x else y
-    for d in reversed(dims):  # the last dimension first: its pass reads x and writes the new tensor
+    for d in reversed(dims):  # the first pass reads x and writes `out`; the others work in place
         _native.dct_dim(y, out, _fused_plan(direction, shape[d], norm, x.dtype), math.prod(shape[:d]),
                         math.prod(shape[d + 1 :]))
         y = out
@@ -299,6 +299,7 @@ def _fused(x: torch.Tensor, dims: list[int], direction: str, norm: str) -> torch
 
 
 def _all_fusable(x: torch.Tensor, dims: list[int]) -> bool:
+    """:func:`_fusable` along every one of ``dims`` (a loop: this runs on every call)."""
     for d in dims:
         if not _fusable(x, d):
             return False
