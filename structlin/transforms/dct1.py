@@ -27,8 +27,9 @@ import math
 import numpy as np
 import torch
 
+from .. import _native
 from ..costs import dct1_flops
-from ._backend import constant_cache
+from ._backend import constant_cache, uses_native
 from ._checks import as_computable, in_dtype_of
 from ._dct_steps import adjoint_norm, check_norm
 from ._ops import define_linear_op
@@ -66,10 +67,22 @@ def _output_weights(n: int, edge: float, scale: float, device: torch.device, dty
     return torch.as_tensor(w, dtype=dtype, device=device)
 
 
+def _even_extension(x: torch.Tensor) -> torch.Tensor:
+    """``[x_0, …, x_M, x_{M−1}, …, x_1]`` along the last dimension: a new tensor (one native gather pass on the
+    CPU)."""
+    n = x.shape[-1]
+    index = _mirror_index(n, x.device)
+    if not uses_native(x):
+        return x.index_select(-1, index)
+    rows = x.reshape(-1, n).contiguous()
+    z = _native.gather(rows, index, rows.new_empty(rows.shape[0], index.shape[0]))
+    return z.view(*x.shape[:-1], index.shape[0])
+
+
 def _dct1_impl(x: torch.Tensor, norm: str) -> torch.Tensor:
     n = x.shape[-1]
     out_end, in_end, scale = _ends(n, norm)
-    z = x.index_select(-1, _mirror_index(n, x.device))  # the even extension: a new tensor
+    z = _even_extension(x)
     if in_end != 1:
         z[..., :: n - 1].mul_(in_end)  # its entries 0 and n - 1: x_0 and x_{n-1}
     real = torch.view_as_real(torch.fft.rfft(z))[..., 0]
