@@ -153,6 +153,10 @@ def test_reorder_rows_is_the_row_gather_then_the_reorder_of_each_row(dtype, kind
     assert torch.equal(got, expected)
     with pytest.raises(ValueError, match="dct_reorder_rows"):
         _native.dct_reorder_rows(x, torch.full_like(idx, 20), torch.empty_like(x), inverse=False)
+    with pytest.raises(ValueError, match="dct_reorder_rows"):
+        _native.dct_reorder_rows(x, idx, x, inverse=False)  # in place
+    empty = torch.empty(0, *x.shape[1:], dtype=dtype)  # no storage to alias: not mistaken for an in-place call
+    assert _native.dct_reorder_rows(empty, idx, torch.empty_like(empty), inverse=False).shape == empty.shape
 
 
 @pytest.mark.parametrize("shape, dims", [((3, 9, 12), (1, 2)), ((6, 5, 4), (0, 1, 2)), ((2, 9, 6, 4), (1, 2, 3))])

@@ -797,7 +797,7 @@ def dct_reorder_rows(x: torch.Tensor, idx: torch.Tensor, out: torch.Tensor, inve
     pass."""
     t = _table(x)
     if (t is None or x.dim() != 3 or not _dense_ok(x.dtype, x, out) or out.shape != x.shape
-            or x.data_ptr() == out.data_ptr() or not index_ok(idx, x.shape[1], x.shape[1], 0)):
+            or (x.numel() and x.data_ptr() == out.data_ptr()) or not index_ok(idx, x.shape[1], x.shape[1], 0)):
         _fail("dct_reorder_rows")
     outer, rows, n = x.shape
     t[17](x.data_ptr(), idx.data_ptr(), out.data_ptr(), outer, rows, n, int(inverse), torch.get_num_threads())
